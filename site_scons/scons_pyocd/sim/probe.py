@@ -1,0 +1,293 @@
+"""pyOCD debug-probe plugin for the simulated STM32VLDiscovery.
+
+Registered through pyOCD's ``pyocd.probe`` entry point (plugin name ``sim``) when
+the package is pip-installed, or in-process by :func:`scons_pyocd.sim.register`.
+Probe unique ids are board ids: ``sim-vldiscovery``, ``sim-a``, ``sim-b``... Any
+id starting with ``sim-`` (or any id given as ``sim:<id>``) creates the board on
+first use; ``pyocd list`` shows the boards that exist.
+
+The probe works at the DAP level (DP and AP register transfers), like pyOCD's
+CMSIS-DAP driver, and adds what a real probe and wire add: transfer time on the
+device clock (see :mod:`.timing`), byte counters, and injected faults that show
+up as the exceptions a real probe raises:
+
+- ``disconnect_after``: :class:`ProbeDisconnected`, as when USB is unplugged;
+- ``hang_after``: :class:`TransferTimeoutError` (SWD WAIT, the target stopped answering);
+- ``fault_after``: :class:`TransferFaultError` (SWD FAULT);
+- ``power_loss_after_halfwords``: :class:`TransferError` (no ACK: the target is unpowered).
+"""
+
+import fcntl
+import logging
+import os
+from typing import Optional
+
+from pyocd.board.board_ids import BoardInfo
+from pyocd.core import exceptions
+from pyocd.core.plugin import Plugin
+from pyocd.probe.debug_probe import DebugProbe
+
+from .board import BoardState, COUNTER_NAMES, list_boards
+from .chip import Chip, PowerState
+from .dap import DapFault, DebugPort
+from .fpec import PowerLost
+
+LOG = logging.getLogger(__name__)
+
+BOARD_INFO = BoardInfo(name="STM32VLDiscovery (simulated)", target="stm32f100rb", vendor="scons-pyocd")
+PREFIX = "sim-"
+
+
+class SimProbe(DebugProbe):
+    """A simulated debug probe wired to one simulated STM32VLDiscovery board."""
+
+    @classmethod
+    def get_all_connected_probes(cls, unique_id: Optional[str] = None, is_explicit: bool = False):
+        return [cls(board_id) for board_id in list_boards()]
+
+    @classmethod
+    def get_probe_with_id(cls, unique_id: str, is_explicit: bool = False):
+        if unique_id and (unique_id.startswith(PREFIX) or is_explicit):
+            try:
+                return cls(unique_id)
+            except ValueError:
+                return None
+        return None
+
+    def __init__(self, board_id: str):
+        super().__init__()
+        self._board = BoardState(board_id)
+        self._board_id = board_id
+        self._chip: Optional[Chip] = None
+        self._dp: Optional[DebugPort] = None
+        self._lock_file = None
+        self._is_open = False
+        self._protocol = None
+        self._frequency = None
+        self._transfers = 0
+        self._faults = {}
+        self._failing = None
+        self._reset_asserted = False
+        self._baseline = {}
+        self._bytes = {"dp_bytes_read": 0, "dp_bytes_written": 0, "connects": 0}
+
+    # -- identity -------------------------------------------------------------------
+    @property
+    def board(self) -> BoardState:
+        return self._board
+
+    @property
+    def description(self) -> str:
+        return f"{BOARD_INFO.name} [{self._board_id}]"
+
+    @property
+    def vendor_name(self) -> str:
+        return "scons-pyocd"
+
+    @property
+    def product_name(self) -> str:
+        return "Simulated ST-Link/V2 + STM32VLDiscovery"
+
+    @property
+    def supported_wire_protocols(self):
+        return [DebugProbe.Protocol.DEFAULT, DebugProbe.Protocol.SWD]
+
+    @property
+    def unique_id(self) -> str:
+        return self._board_id
+
+    @property
+    def wire_protocol(self):
+        return self._protocol
+
+    @property
+    def is_open(self) -> bool:
+        return self._is_open
+
+    @property
+    def capabilities(self):
+        return set()
+
+    @property
+    def associated_board_info(self):
+        return BOARD_INFO
+
+    @property
+    def chip(self) -> Optional[Chip]:
+        """The chip model while the probe is open (for tests and diagnostics)."""
+        return self._chip
+
+    # -- open / close ---------------------------------------------------------------------
+    def open(self) -> None:
+        if self._is_open:
+            return
+        lock = open(self._board.lock_path, "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            lock.close()
+            raise exceptions.ProbeError(
+                f"simulated probe {self._board_id} is in use by another process (pid {holder})") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        self._lock_file = lock
+        self._faults = self._board.faults()
+        self._baseline = self._board.counters()
+        self._chip = Chip(self._board)
+        self._chip.board_faults = self._faults
+        self._dp = DebugPort(self._chip)
+        if self._frequency:
+            self._chip.timing.swd_hz = self._frequency
+        self._transfers = 0
+        self._failing = None
+        self._bytes = {"dp_bytes_read": 0, "dp_bytes_written": 0, "connects": 0}
+        self._is_open = True
+
+    def close(self) -> None:
+        if not self._is_open:
+            return
+        try:
+            self.save_counters()
+            self._chip.close()
+        finally:
+            self._chip = None
+            self._dp = None
+            self._is_open = False
+            lock, self._lock_file = self._lock_file, None
+            if lock is not None:
+                lock.seek(0)
+                lock.truncate()
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                lock.close()
+
+    def save_counters(self) -> None:
+        """Write this session's counters into the board's ``counters.json``."""
+        if self._chip is None:
+            return
+        counters = dict(self._baseline)
+        for name in COUNTER_NAMES:
+            counters.setdefault(name, 0)
+        for name, value in self._chip.counters.items():
+            counters[name] += value
+        for name, value in self._bytes.items():
+            counters[name] += value
+        counters["device_time_s"] = round(counters["device_time_s"] + self._chip.now, 9)
+        self._board.save_counters(counters)
+
+    # -- wire ----------------------------------------------------------------------------
+    def connect(self, protocol=None) -> None:
+        self._protocol = DebugProbe.Protocol.SWD
+        self._bytes["connects"] += 1
+
+    def disconnect(self) -> None:
+        self._protocol = None
+
+    def set_clock(self, frequency: float) -> None:
+        self._frequency = frequency
+        if self._chip is not None:
+            self._chip.timing.swd_hz = frequency
+
+    def reset(self) -> None:
+        self.assert_reset(True)
+        self.assert_reset(False)
+
+    def assert_reset(self, asserted: bool) -> None:
+        if self._chip is None:
+            return
+        if self._reset_asserted and not asserted:
+            self._chip.system_reset()
+        self._reset_asserted = asserted
+
+    def is_reset_asserted(self) -> bool:
+        return self._reset_asserted
+
+    def flush(self) -> None:
+        pass
+
+    # -- transfers ---------------------------------------------------------------------------
+    def _transfer(self, fn, *args, is_read: bool):
+        """Run one DP/AP transfer: faults, device time, counters, exception translation."""
+        if not self._is_open:
+            raise exceptions.ProbeError(f"simulated probe {self._board_id} is not open")
+        self._transfers += 1
+        self._check_injected_faults()
+        chip = self._chip
+        if chip.power != PowerState.ON:
+            raise exceptions.TransferError(f"no ACK from target on {self._board_id}: the target is not powered")
+        chip.now += chip.timing.transfer_s(1)
+        self._bytes["dp_bytes_read" if is_read else "dp_bytes_written"] += 4
+        try:
+            return fn(*args)
+        except DapFault as err:
+            raise exceptions.TransferFaultError(f"SWD FAULT: {err}") from None
+        except PowerLost:
+            self.save_counters()
+            raise exceptions.TransferError(
+                f"no ACK from target on {self._board_id}: the target lost power") from None
+        finally:
+            if chip.power != PowerState.ON:
+                self.save_counters()
+
+    def _check_injected_faults(self) -> None:
+        if self._failing is not None:
+            raise self._failing
+        for name, exc in (("disconnect_after", exceptions.ProbeDisconnected(
+                              f"probe {self._board_id} disconnected (injected fault: USB unplugged)")),
+                          ("hang_after", exceptions.TransferTimeoutError(
+                              f"SWD WAIT from target on {self._board_id} (injected fault: target stopped answering)")),
+                          ("fault_after", exceptions.TransferFaultError(
+                              f"SWD FAULT from target on {self._board_id} (injected fault)"))):
+            limit = self._faults.get(name)
+            if limit is not None and self._transfers > limit:
+                self._board.clear_fault(name)
+                self._faults.pop(name, None)
+                self.save_counters()
+                if name != "disconnect_after":
+                    self._failing = exc  # sticks for the rest of this session
+                raise exc
+
+    def read_dp(self, addr: int, now: bool = True):
+        value = self._transfer(self._dp.read_dp, addr, is_read=True)
+        return value if now else (lambda: value)
+
+    def write_dp(self, addr: int, data: int) -> None:
+        self._transfer(self._dp.write_dp, addr, data, is_read=False)
+
+    def read_ap(self, addr: int, now: bool = True):
+        value = self._transfer(self._dp.read_ap, addr, is_read=True)
+        return value if now else (lambda: value)
+
+    def write_ap(self, addr: int, data) -> None:
+        self._transfer(self._dp.write_ap, addr, data, is_read=False)
+
+    def read_ap_multiple(self, addr: int, count: int = 1, now: bool = True):
+        values = [self._transfer(self._dp.read_ap, addr, is_read=True) for _ in range(count)]
+        return values if now else (lambda: values)
+
+    def write_ap_multiple(self, addr: int, values) -> None:
+        for value in values:
+            self._transfer(self._dp.write_ap, addr, value, is_read=False)
+
+    def get_memory_interface_for_ap(self, ap_address):
+        return None
+
+
+class SimProbePlugin(Plugin):
+    """Plugin object for pyOCD's ``pyocd.probe`` entry point."""
+
+    def load(self):
+        from .. import targets
+        targets.register()
+        return SimProbe
+
+    @property
+    def name(self) -> str:
+        return "sim"
+
+    @property
+    def description(self) -> str:
+        return "Simulated STM32VLDiscovery (scons-pyocd)"
