@@ -119,6 +119,8 @@ class Chip:
         #: Injected faults of this session (see board.FAULTS); the probe fills it at open.
         self.board_faults = {}
         self.last_fault = None
+        #: Called after each run of the core (the probe saves the counters then).
+        self.on_core_stopped = None
         self.power = PowerState.ON
         self.core = Core(self, SRAM_SIZE)
         self.fpec = FlashController(self)
@@ -411,6 +413,8 @@ class Chip:
         reason, detail = self.core.run(budget)
         self.core_busy_until = self.now
         self.now = start
+        if self.on_core_stopped is not None:
+            self.on_core_stopped()
         if reason == "bkpt":
             self._halt(DFSR_BKPT)
         elif reason == "fault":

@@ -102,8 +102,8 @@ class Core:
         self.uc.reg_write(A.UC_ARM_REG_PSP, 0)
         self.uc.reg_write(A.UC_ARM_REG_MSP, sp & 0xFFFFFFFC)
         self.uc.reg_write(A.UC_ARM_REG_LR, 0xFFFFFFFF)
-        self.uc.reg_write(A.UC_ARM_REG_XPSR, XPSR_T if pc & 1 else 0)
         self.uc.reg_write(A.UC_ARM_REG_PC, pc & ~1)
+        self.uc.reg_write(A.UC_ARM_REG_XPSR, XPSR_T if pc & 1 else 0)
 
     # -- execution ------------------------------------------------------------------------
     def runs_code_at(self, address: int) -> bool:

@@ -12,7 +12,7 @@ until ABORT clears it, every AP access answers FAULT, as ADIv5 specifies.
 AHB-AP (APSEL 0; IDR 0x24770011): CSW (8/16/32-bit sizes, single
 auto-increment; packed increment is not implemented, as on the Cortex-M3),
 TAR, DRW with byte lanes, BD0-BD3, CFG, BASE (the ROM table at 0xE00FF000).
-TAR auto-increments within a 1 KiB block. Other APSEL values have no AP (IDR 0).
+TAR auto-increments within a 4 KiB block, as on the Cortex-M3. Other APSEL values have no AP (IDR 0).
 """
 
 from .fpec import BusFault
@@ -30,7 +30,7 @@ CSW_SIZE_MASK, CSW_ADDRINC_MASK = 0x7, 0x30
 CSW_DEVICEEN = 1 << 6
 CSW_WRITABLE = 0xFF000000 | CSW_ADDRINC_MASK | CSW_SIZE_MASK
 CSW_RESET = 0x23000040 | 0x2  # HPROT data+privileged, DeviceEn, 32-bit
-AUTO_INCREMENT_BLOCK = 0x400
+AUTO_INCREMENT_BLOCK = 0x1000  # the Cortex-M3 AHB-AP wraps TAR within 4 KiB
 
 
 class DapFault(Exception):

@@ -112,6 +112,10 @@ class SimProbe(DebugProbe):
     def associated_board_info(self):
         return BOARD_INFO
 
+    def create_associated_board(self):
+        from pyocd.board.board import Board
+        return Board(self.session, board_info=BOARD_INFO)
+
     @property
     def chip(self) -> Optional[Chip]:
         """The chip model while the probe is open (for tests and diagnostics)."""
@@ -139,6 +143,7 @@ class SimProbe(DebugProbe):
         self._baseline = self._board.counters()
         self._chip = Chip(self._board)
         self._chip.board_faults = self._faults
+        self._chip.on_core_stopped = self.save_counters
         self._dp = DebugPort(self._chip)
         if self._frequency:
             self._chip.timing.swd_hz = self._frequency
@@ -209,12 +214,16 @@ class SimProbe(DebugProbe):
         pass
 
     # -- transfers ---------------------------------------------------------------------------
-    def _transfer(self, fn, *args, is_read: bool):
-        """Run one DP/AP transfer: faults, device time, counters, exception translation."""
+    def _transfer(self, fn, *args, is_read: bool, is_ap: bool = True):
+        """Run one DP/AP transfer: faults, device time, counters, exception translation.
+
+        A hung or faulting target answers WAIT or FAULT to AP transfers only: the
+        SW-DP itself keeps answering (DPIDR, ABORT, CTRL/STAT), as on real silicon.
+        """
         if not self._is_open:
             raise exceptions.ProbeError(f"simulated probe {self._board_id} is not open")
         self._transfers += 1
-        self._check_injected_faults()
+        self._check_injected_faults(is_ap)
         chip = self._chip
         if chip.power != PowerState.ON:
             raise exceptions.TransferError(f"no ACK from target on {self._board_id}: the target is not powered")
@@ -232,9 +241,11 @@ class SimProbe(DebugProbe):
             if chip.power != PowerState.ON:
                 self.save_counters()
 
-    def _check_injected_faults(self) -> None:
+    def _check_injected_faults(self, is_ap: bool) -> None:
         if self._failing is not None:
-            raise self._failing
+            if is_ap:
+                raise self._failing
+            return
         for name, exc in (("disconnect_after", exceptions.ProbeDisconnected(
                               f"probe {self._board_id} disconnected (injected fault: USB unplugged)")),
                           ("hang_after", exceptions.TransferTimeoutError(
@@ -248,14 +259,16 @@ class SimProbe(DebugProbe):
                 self.save_counters()
                 if name != "disconnect_after":
                     self._failing = exc  # sticks for the rest of this session
+                    if not is_ap:
+                        return
                 raise exc
 
     def read_dp(self, addr: int, now: bool = True):
-        value = self._transfer(self._dp.read_dp, addr, is_read=True)
+        value = self._transfer(self._dp.read_dp, addr, is_read=True, is_ap=False)
         return value if now else (lambda: value)
 
     def write_dp(self, addr: int, data: int) -> None:
-        self._transfer(self._dp.write_dp, addr, data, is_read=False)
+        self._transfer(self._dp.write_dp, addr, data, is_read=False, is_ap=False)
 
     def read_ap(self, addr: int, now: bool = True):
         value = self._transfer(self._dp.read_ap, addr, is_read=True)
