@@ -1,0 +1,588 @@
+"""Firmware images: read raw binary, Intel HEX and ELF files, convert between them,
+and check them against a target's memory map.
+
+Pure functions with no SCons and no pyOCD: the builders call them, the tests call
+them directly. Every bad input raises :class:`~scons_pyocd.errors.FlashError` with
+a message that names the file, where in it (line, offset, program header), what is
+wrong and what to do; no intelhex, pyelftools or OS exception escapes.
+
+Intel HEX is read and written here rather than through ``intelhex.IntelHex``,
+whose one-dict-entry-per-byte store makes a 2 MiB image take about a second each
+way. The reader accepts exactly what ``IntelHex.loadhex`` accepts, with the same
+addresses and data, except that it also rejects a file without an end-of-file
+record, records after the end-of-file record, and a file with no data (all three
+mean a truncated, concatenated or empty build output). Like intelhex it rejects
+any address written twice, even with the same byte. The writer's output is
+byte-identical to ``IntelHex.write_hex_file`` (16 data bytes a record, ``\\n``
+line ends, no start-address record). The tests hold both claims against intelhex.
+pyelftools is imported only when an ELF file is read.
+"""
+
+import binascii
+import hashlib
+import io
+import os
+import struct
+from bisect import bisect_right
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+from .errors import FlashError
+
+PathLike = Union[str, "os.PathLike[str]"]
+Segment = Tuple[int, bytes]
+#: A memory region as the caller describes it: (name, start address, length in bytes).
+Region = Tuple[str, int, int]
+
+FORMATS = ("bin", "hex", "elf")
+EXTENSIONS = {".bin": "bin", ".hex": "hex", ".ihex": "hex", ".elf": "elf", ".axf": "elf"}
+ELF_MAGIC = b"\x7fELF"
+ADDRESS_LIMIT = 1 << 32
+
+_HEX_TODO = "The file is corrupt or not Intel HEX: rebuild it (for example objcopy -O ihex)."
+_ELF_TODO = "Rebuild the firmware, and flash the linked ELF (for NuttX, the file named 'nuttx')."
+_LINK_TODO = ("Check that the image was linked for this chip (the FLASH origin and length in its "
+              "linker script) and that the target is the right one.")
+
+
+def _name(path: PathLike) -> str:
+    return os.fsdecode(os.fspath(path))
+
+
+def _span(start: int, end: int) -> str:
+    """An address range as the datasheets write it: both ends inclusive."""
+    return f"0x{start:08X}-0x{end - 1:08X}"
+
+
+def _bytes(n: int) -> str:
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n // 1024} KiB"
+    return f"{n:,} bytes"
+
+
+class Image:
+    """The bytes to write to a target, at their addresses.
+
+    ``segments`` is any iterable of ``(address, data)``. The image keeps them sorted,
+    drops empty ones and merges adjacent ones, so two images holding the same bytes at
+    the same addresses are equal and hash alike however they were split.
+    Overlapping segments raise :class:`FlashError`.
+
+    ``source`` is the file the image came from, named in error messages; ``fmt`` is
+    the format it was read as (``"bin"``, ``"hex"``, ``"elf"``) or None.
+    """
+
+    __slots__ = ("segments", "source", "fmt", "_starts")
+
+    def __init__(self, segments: Iterable[Tuple[int, bytes]], source: Optional[PathLike] = None,
+                 fmt: Optional[str] = None):
+        self.source = _name(source) if source is not None else "<image>"
+        self.fmt = fmt
+        merged: List[Tuple[int, List[bytes], int]] = []
+        for address, data in sorted(((int(a), bytes(d)) for a, d in segments if len(d)),
+                                    key=lambda seg: seg[0]):
+            if address < 0:
+                raise FlashError(f"{self.source}: negative address {address}. "
+                                 "Addresses start at 0; check how the image was built.")
+            if merged and address < merged[-1][2]:
+                prev_start, _, prev_end = merged[-1]
+                raise FlashError(
+                    f"{self.source}: data at {_span(address, address + len(data))} overlaps "
+                    f"data at {_span(prev_start, prev_end)}. "
+                    "An image must hold one byte per address; rebuild it.")
+            if merged and address == merged[-1][2]:
+                merged[-1][1].append(data)
+                merged[-1] = (merged[-1][0], merged[-1][1], address + len(data))
+            else:
+                merged.append((address, [data], address + len(data)))
+        self.segments: Tuple[Segment, ...] = tuple(
+            (start, parts[0] if len(parts) == 1 else b"".join(parts)) for start, parts, _ in merged)
+        self._starts = [start for start, _ in self.segments]
+
+    def __eq__(self, other):
+        if not isinstance(other, Image):
+            return NotImplemented
+        return self.segments == other.segments
+
+    def __hash__(self):
+        return hash(self.segments)
+
+    def __repr__(self):
+        if not self.segments:
+            return f"<Image {self.source!r}: empty>"
+        return (f"<Image {self.source!r}: {len(self.segments)} segment(s), {self.size} bytes "
+                f"in {_span(self.start, self.end)}>")
+
+    def ranges(self) -> List[Tuple[int, int]]:
+        """The ``(start, end)`` address range of each segment, end exclusive, sorted."""
+        return [(start, start + len(data)) for start, data in self.segments]
+
+    @property
+    def size(self) -> int:
+        """Bytes of data, gaps not counted."""
+        return sum(len(data) for _, data in self.segments)
+
+    def _require_data(self) -> None:
+        if not self.segments:
+            raise FlashError(f"{self.source}: contains no data. "
+                             "Check that the build wrote the image (an empty file, or an ELF "
+                             "whose loadable sections are all empty).")
+
+    @property
+    def start(self) -> int:
+        """The lowest address holding data."""
+        self._require_data()
+        return self.segments[0][0]
+
+    @property
+    def end(self) -> int:
+        """One past the highest address holding data."""
+        self._require_data()
+        start, data = self.segments[-1]
+        return start + len(data)
+
+    def sha256(self) -> str:
+        """Hex SHA-256 of the addresses and the data, independent of the file format.
+
+        Stable across runs and versions of this tool for change detection: a 16-byte
+        header per segment (address, length, both little-endian 64-bit), then its bytes.
+        """
+        digest = hashlib.sha256()
+        for start, data in self.segments:
+            digest.update(struct.pack("<QQ", start, len(data)))
+            digest.update(data)
+        return digest.hexdigest()
+
+    def pages(self, page_size: int) -> List[int]:
+        """Sorted start addresses of the ``page_size``-aligned pages that hold data."""
+        if page_size <= 0:
+            raise ValueError(f"page_size must be positive, not {page_size}")
+        pages = set()
+        for start, data in self.segments:
+            first = start - start % page_size
+            last = start + len(data) - 1
+            pages.update(range(first, last - last % page_size + 1, page_size))
+        return sorted(pages)
+
+    def data_at(self, address: int, length: int, fill: int = 0xFF) -> bytes:
+        """``length`` bytes from ``address``; addresses with no data read as ``fill``."""
+        out = bytearray((fill,)) * length
+        stop = address + length
+        index = max(bisect_right(self._starts, address) - 1, 0)
+        for start, data in self.segments[index:]:
+            if start >= stop:
+                break
+            lo, hi = max(start, address), min(start + len(data), stop)
+            if lo < hi:
+                out[lo - address:hi - address] = data[lo - start:hi - start]
+        return bytes(out)
+
+    def to_bytes(self, fill: int = 0xFF) -> bytes:
+        """The image flat from :attr:`start` to :attr:`end`, gaps filled with ``fill``."""
+        _check_fill(fill)
+        base = self.start
+        out = bytearray((fill,)) * (self.end - base)
+        for start, data in self.segments:
+            out[start - base:start - base + len(data)] = data
+        return bytes(out)
+
+
+def _check_fill(fill: int) -> None:
+    if not isinstance(fill, int) or not 0 <= fill <= 0xFF:
+        raise FlashError(f"gap fill {fill!r} is not a byte value; use 0-255 (0xFF is erased flash).")
+
+
+# --- reading ---------------------------------------------------------------------------
+
+def _read(path: PathLike) -> bytes:
+    name = _name(path)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FlashError(f"{name}: no such file. Check the path, or build the image first.") from None
+    except IsADirectoryError:
+        raise FlashError(f"{name}: is a directory, not an image file. "
+                         "Name the firmware file inside it.") from None
+    except PermissionError:
+        raise FlashError(f"{name}: cannot be read (permission denied). "
+                         "Fix the file's permissions or run as its owner.") from None
+    except OSError as exc:
+        raise FlashError(f"{name}: cannot be read ({exc.strerror or exc}). "
+                         "Check the file and the disk it is on.") from None
+
+
+def _format_of(path: PathLike, data: bytes, fmt: Optional[str]) -> str:
+    name = _name(path)
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise FlashError(f"{name}: unknown image format {fmt!r}; use one of {', '.join(FORMATS)}.")
+        return fmt
+    ext = os.path.splitext(name)[1].lower()
+    if ext in EXTENSIONS:
+        return EXTENSIONS[ext]
+    if data.startswith(ELF_MAGIC):
+        return "elf"
+    raise FlashError(f"{name}: cannot tell the image format from the name "
+                     f"({'extension ' + repr(ext) if ext else 'no extension'}) and it is not ELF. "
+                     f"Name it {', '.join(sorted(EXTENSIONS))}, or pass the format explicitly.")
+
+
+def _base(value) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value, 0)
+        except ValueError:
+            raise FlashError(f"PYOCD_BASE_ADDRESS {value!r} is not a number; "
+                             "write it like 0x08000000.") from None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < ADDRESS_LIMIT:
+        raise FlashError(f"PYOCD_BASE_ADDRESS {value!r} is not a 32-bit address; "
+                         "write it like 0x08000000.")
+    return value
+
+
+def load_image(path: PathLike, base_address: Optional[int] = None, fmt: Optional[str] = None) -> Image:
+    """Read a firmware image.
+
+    ``fmt`` is ``"bin"``, ``"hex"`` or ``"elf"``; when None it comes from the extension
+    (``.bin``, ``.hex``/``.ihex``, ``.elf``/``.axf``), or the file must start with
+    the ELF magic (NuttX names its ELF plain ``nuttx``). ``base_address`` is where a
+    raw binary goes (an int, or a string such as ``"0x08000000"``); hex and ELF files
+    carry their own addresses and ignore it.
+    """
+    name = _name(path)
+    data = _read(path)
+    fmt = _format_of(path, data, fmt)
+    if not data:
+        raise FlashError(f"{name}: the file is empty. Rebuild it; the build that wrote it "
+                         "probably failed.")
+    if fmt == "bin":
+        image = _read_bin(name, data, base_address)
+    elif fmt == "hex":
+        image = _read_hex(name, data)
+    else:
+        image = _read_elf(name, data)
+    image._require_data()
+    return image
+
+
+def _read_bin(name: str, data: bytes, base_address) -> Image:
+    if base_address is None:
+        raise FlashError(f"{name}: a raw binary has no addresses; set PYOCD_BASE_ADDRESS to where "
+                         "it goes (usually the start of flash, 0x08000000 on STM32), or use the "
+                         ".hex or ELF file.")
+    base = _base(base_address)
+    if data.startswith(ELF_MAGIC):
+        raise FlashError(f"{name}: is an ELF file, not a raw binary (it starts with '\\x7fELF'). "
+                         "Flash the ELF itself, or make the binary with objcopy -O binary.")
+    if base + len(data) > ADDRESS_LIMIT:
+        raise FlashError(f"{name}: {len(data):,} bytes at PYOCD_BASE_ADDRESS 0x{base:08X} run past "
+                         "the 4 GiB address space. Check PYOCD_BASE_ADDRESS and the file.")
+    return Image([(base, data)], name, "bin")
+
+
+_HEXDIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _hex_line_error(name: str, number: int, line: bytes) -> FlashError:
+    """Why ``line`` (the text after ':') is not hex digits, with the column."""
+    for column, byte in enumerate(line, start=2):
+        if byte not in _HEXDIGITS:
+            shown = chr(byte) if 0x20 < byte < 0x7F else f"byte 0x{byte:02X}"
+            return FlashError(f"{name}, line {number}: character {shown!r} at column {column} is not "
+                              f"a hex digit. {_HEX_TODO}")
+    return FlashError(f"{name}, line {number}: odd number of hex digits ({len(line)}); the line is "
+                      f"truncated. {_HEX_TODO}")
+
+
+def _read_hex(name: str, data: bytes) -> Image:
+    """Parse Intel HEX with intelhex's rules (see the module docstring)."""
+    unhex = binascii.a2b_hex
+    lines = data.splitlines()
+    runs: List[Tuple[int, List[bytes]]] = []      # contiguous data, in file order
+    run_end = -1
+    offset = 0
+    start_seen = False
+    eof_line = 0
+    for number, line in enumerate(lines, start=1):
+        if not line:
+            continue
+        if line[0] != 0x3A:  # ':'
+            if number == 1 or not runs:
+                raise FlashError(f"{name}, line {number}: does not start with ':', so this is not "
+                                 f"an Intel HEX file. {_HEX_TODO}")
+            raise FlashError(f"{name}, line {number}: does not start with ':'. {_HEX_TODO}")
+        try:
+            record = unhex(line[1:])
+        except (binascii.Error, ValueError):
+            raise _hex_line_error(name, number, line[1:]) from None
+        length = len(record)
+        if length < 5:
+            raise FlashError(f"{name}, line {number}: record too short ({length} bytes; a record has "
+                             f"at least 5); the line is truncated. {_HEX_TODO}")
+        count = record[0]
+        if length != 5 + count:
+            raise FlashError(f"{name}, line {number}: record says {count} data bytes but holds "
+                             f"{length - 5}; the line is truncated or corrupt. {_HEX_TODO}")
+        kind = record[3]
+        if kind > 5:
+            raise FlashError(f"{name}, line {number}: unknown record type 0x{kind:02X} (Intel HEX "
+                             f"defines 00-05). {_HEX_TODO}")
+        if sum(record) & 0xFF:
+            expected = (record[-1] - sum(record)) & 0xFF
+            raise FlashError(f"{name}, line {number}: bad checksum 0x{record[-1]:02X} (the record "
+                             f"adds up to 0x{expected:02X}). {_HEX_TODO}")
+        if kind == 0:
+            if count:
+                address = offset + (record[1] << 8 | record[2])
+                if address == run_end:
+                    runs[-1][1].append(record[4:-1])
+                else:
+                    runs.append((address, [record[4:-1]]))
+                run_end = address + count
+        elif kind == 1:
+            if count:
+                raise FlashError(f"{name}, line {number}: end-of-file record carries data. {_HEX_TODO}")
+            eof_line = number
+            break
+        elif kind in (2, 4):
+            if count != 2 or record[1] or record[2]:
+                what = "segment" if kind == 2 else "linear"
+                raise FlashError(f"{name}, line {number}: malformed extended {what} address record "
+                                 f"(type 0{kind}). {_HEX_TODO}")
+            offset = (record[4] << 8 | record[5]) << (4 if kind == 2 else 16)
+        else:
+            if count != 4 or record[1] or record[2]:
+                what = "segment" if kind == 3 else "linear"
+                raise FlashError(f"{name}, line {number}: malformed start {what} address record "
+                                 f"(type 0{kind}). {_HEX_TODO}")
+            if start_seen:
+                raise FlashError(f"{name}, line {number}: second start address record. {_HEX_TODO}")
+            start_seen = True
+    if not eof_line:
+        raise FlashError(f"{name}: no end-of-file record (:00000001FF) after line {len(lines)}; the "
+                         f"file is truncated. {_HEX_TODO}")
+    for number in range(eof_line + 1, len(lines) + 1):
+        if lines[number - 1].strip(b" \t\x00\x1a"):
+            raise FlashError(f"{name}, line {number}: data after the end-of-file record on line "
+                             f"{eof_line} (concatenated HEX files?). Merge HEX files with a tool "
+                             "such as srec_cat, or remove the extra lines.")
+    segments = [(address, b"".join(parts)) for address, parts in runs]
+    segments.sort(key=lambda seg: seg[0])
+    reach = -1
+    for address, chunk in segments:
+        if address < reach:
+            raise _hex_overlap(name, lines)
+        reach = max(reach, address + len(chunk))
+    return Image(segments, name, "hex")
+
+
+def _hex_overlap(name: str, lines: List[bytes]) -> FlashError:
+    """Find the first record that writes an address twice (the file is known valid otherwise)."""
+    owner = {}  # address -> (line number, byte)
+    offset = 0
+    for number, line in enumerate(lines, start=1):
+        if not line:
+            continue
+        record = binascii.a2b_hex(line[1:])
+        kind = record[3]
+        if kind == 1:
+            break
+        if kind in (2, 4):
+            offset = (record[4] << 8 | record[5]) << (4 if kind == 2 else 16)
+        if kind != 0:
+            continue
+        address = offset + (record[1] << 8 | record[2])
+        clashes = [(address + i, byte) for i, byte in enumerate(record[4:-1]) if address + i in owner]
+        if clashes:
+            first_line = owner[clashes[0][0]][0]
+            same = all(owner[a][1] == byte for a, byte in clashes)
+            return FlashError(
+                f"{name}, line {number}: {len(clashes)} byte(s) from 0x{clashes[0][0]:08X} were "
+                f"already written by line {first_line}, with {'the same' if same else 'different'} "
+                "data. An Intel HEX file must write each address once: rebuild it, or merge HEX "
+                "files with a tool such as srec_cat.")
+        for i, byte in enumerate(record[4:-1]):
+            owner[address + i] = (number, byte)
+    raise AssertionError("overlap not found")  # pragma: no cover
+
+
+def _read_elf(name: str, data: bytes) -> Image:
+    """PT_LOAD segments with file data, at their load (physical) addresses."""
+    from elftools.elf.elffile import ELFFile
+
+    if not data.startswith(ELF_MAGIC):
+        raise FlashError(f"{name}: not an ELF file (it does not start with '\\x7fELF'). {_ELF_TODO}")
+    found = []
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        machine = elf["e_machine"]
+        if machine != "EM_ARM":
+            raise FlashError(f"{name}: is an ELF file for {machine}, not ARM (EM_ARM). Build it "
+                             "with an ARM toolchain (arm-none-eabi-gcc), and flash the firmware, "
+                             "not a host program.")
+        for index, segment in enumerate(elf.iter_segments()):
+            if segment["p_type"] != "PT_LOAD" or segment["p_filesz"] == 0:
+                continue
+            offset, size, address = segment["p_offset"], segment["p_filesz"], segment["p_paddr"]
+            if offset + size > len(data):
+                raise FlashError(f"{name}, program header {index}: its {size:,} bytes at file offset "
+                                 f"0x{offset:X} run past the end of the file ({len(data):,} bytes); "
+                                 f"the file is truncated. {_ELF_TODO}")
+            if address + size > ADDRESS_LIMIT:
+                raise FlashError(f"{name}, program header {index}: load address 0x{address:X} + "
+                                 f"{size:,} bytes runs past 4 GiB. {_ELF_TODO}")
+            found.append((address, data[offset:offset + size], index))
+        kind = elf["e_type"]
+    except FlashError:
+        raise
+    except Exception as exc:  # pyelftools raises ELFError, struct and construct errors, ValueError...
+        raise FlashError(f"{name}: corrupt or truncated ELF file ({type(exc).__name__}: {exc}). "
+                         f"{_ELF_TODO}") from None
+    if not found:
+        hint = " It is an object file (ET_REL), not a linked program." if kind == "ET_REL" else ""
+        raise FlashError(f"{name}: has no loadable data (no PT_LOAD program header with file "
+                         f"contents).{hint} {_ELF_TODO}")
+    found.sort(key=lambda seg: seg[0])
+    for (a_addr, a_data, a_index), (b_addr, b_data, b_index) in zip(found, found[1:]):
+        if b_addr < a_addr + len(a_data):
+            raise FlashError(f"{name}, program headers {a_index} and {b_index}: load addresses "
+                             f"{_span(a_addr, a_addr + len(a_data))} and "
+                             f"{_span(b_addr, b_addr + len(b_data))} overlap. Fix the linker "
+                             "script's AT() load addresses.")
+    return Image([(address, chunk) for address, chunk, _ in found], name, "elf")
+
+
+# --- writing ---------------------------------------------------------------------------
+
+def _write(path: PathLike, data: bytes) -> None:
+    """Write the whole file, or leave no file behind."""
+    name = _name(path)
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        try:
+            if not os.path.isdir(path):
+                os.unlink(path)
+        except OSError:
+            pass
+        if isinstance(exc, IsADirectoryError):
+            what = "is a directory"
+        elif isinstance(exc, FileNotFoundError):
+            what = f"its directory {os.path.dirname(name) or '.'!r} does not exist"
+        elif isinstance(exc, PermissionError):
+            what = "permission denied"
+        else:
+            what = exc.strerror or str(exc)
+        raise FlashError(f"{name}: cannot write ({what}). Check the output path and that its "
+                         "directory exists and is writable.") from None
+
+
+def hex_bytes(image: Image) -> bytes:
+    """The image as Intel HEX text, exactly as ``IntelHex.write_hex_file`` writes it."""
+    image._require_data()
+    if image.end > ADDRESS_LIMIT:
+        raise FlashError(f"{image.source}: data up to 0x{image.end - 1:X} is beyond the 4 GiB that "
+                         "Intel HEX can address.")
+    records = []
+    append = records.append
+    extended = image.end - 1 > 0xFFFF
+    high = -1
+    for address, data in image.segments:
+        pos, size = 0, len(data)
+        while pos < size:
+            if extended and address >> 16 != high:
+                high = address >> 16
+                record = bytes((2, 0, 0, 4, high >> 8, high & 0xFF))
+                append(record + bytes(((-sum(record)) & 0xFF,)))
+            low = address & 0xFFFF
+            count = min(16, 0x10000 - low, size - pos)
+            record = bytes((count, low >> 8, low & 0xFF, 0)) + data[pos:pos + count]
+            append(record + bytes(((-sum(record)) & 0xFF,)))
+            pos += count
+            address += count
+    hexlify = binascii.hexlify
+    return b"".join([b":" + hexlify(record).upper() + b"\n" for record in records]) + b":00000001FF\n"
+
+
+def write_hex(image: Image, path: PathLike) -> None:
+    """Write ``image`` as Intel HEX (16 data bytes a record, ``\\n`` line ends)."""
+    _write(path, hex_bytes(image))
+
+
+def write_bin(image: Image, path: PathLike, fill: int = 0xFF) -> int:
+    """Write ``image`` flat from its lowest to its highest address, gaps filled with
+    ``fill``; return the base address (where the binary must be flashed)."""
+    _write(path, image.to_bytes(fill))
+    return image.start
+
+
+def convert(src: PathLike, dst: PathLike, base_address: Optional[int] = None,
+            fill: int = 0xFF) -> Image:
+    """Convert ``src`` (bin, hex or ELF) to ``dst`` (``.hex``/``.ihex`` or ``.bin``).
+
+    ``base_address`` places a raw binary source; ``fill`` fills gaps in a binary
+    output. Returns the image read. Same input, byte-identical output.
+    """
+    name = _name(dst)
+    out = EXTENSIONS.get(os.path.splitext(name)[1].lower())
+    if out not in ("hex", "bin"):
+        raise FlashError(f"{name}: can only convert to Intel HEX (.hex, .ihex) or raw binary "
+                         "(.bin); rename the output.")
+    _check_fill(fill)
+    image = load_image(src, base_address)
+    if out == "hex":
+        write_hex(image, dst)
+    else:
+        write_bin(image, dst, fill)
+    return image
+
+
+# --- checking --------------------------------------------------------------------------
+
+def check_fits(image: Image, regions: Sequence[Region]) -> None:
+    """Raise :class:`FlashError` unless every byte of ``image`` lies in one of
+    ``regions``, given as ``(name, start, length)``, e.g. ``[("flash", 0x08000000, 0x20000)]``.
+    Adjacent regions count as one range. An empty image is an error too."""
+    image._require_data()
+    named = sorted((int(start), int(start) + int(length), str(label))
+                   for label, start, length in regions if int(length) > 0)
+    if not named:
+        raise FlashError(f"{image.source}: no memory regions to check the image against. "
+                         "Check the target's memory map.")
+    where = ", ".join(f"{label} {_span(start, end)} ({_bytes(end - start)})" for start, end, label in named)
+    what_to_do = _LINK_TODO
+    if image.fmt == "bin":
+        what_to_do = (f"A raw binary goes at PYOCD_BASE_ADDRESS (here 0x{image.start:08X}): set it "
+                      "to the start of flash, or check the file is for this chip.")
+    total = sum(end - start for start, end, _ in named)
+    if image.size > total:
+        raise FlashError(f"{image.source}: the image holds {image.size:,} bytes, {image.size - total:,} "
+                         f"more than the {total:,} bytes of {where}. Make the image smaller, or "
+                         f"check the target. {what_to_do}")
+    covered: List[List[int]] = []
+    for start, end, _ in named:
+        if covered and start <= covered[-1][1]:
+            covered[-1][1] = max(covered[-1][1], end)
+        else:
+            covered.append([start, end])
+    for seg_start, seg_end in image.ranges():
+        address = seg_start
+        for start, end in covered:
+            if address < start:
+                break
+            if address < end:
+                address = min(end, seg_end)
+            if address >= seg_end:
+                break
+        if address >= seg_end:
+            continue
+        # [address, stop) is the first stretch outside every region
+        stop = seg_end
+        for start, _ in covered:
+            if address < start < stop:
+                stop = start
+        inside_before = address > seg_start
+        how = "run past the end of" if inside_before else "lie outside"
+        raise FlashError(f"{image.source}: bytes {_span(address, stop)} ({_bytes(stop - address)}) "
+                         f"{how} {where}. {what_to_do}")
