@@ -31,7 +31,10 @@ BSY, PGERR, WRPRTERR, EOP = 1, 4, 16, 32
 
 
 def open_session(board_id, **options):
-    opts = {"frequency": 4_000_000}
+    # A target that stops answering makes pyOCD poll until its flash timeouts (10 s by
+    # default) run out; shorter ones keep the fault tests quick.
+    opts = {"frequency": 4_000_000, "flash.timeout.program": 2.0, "flash.timeout.erase_sector": 2.0,
+            "flash.timeout.analyzer": 2.0, "flash.timeout.init": 2.0}
     opts.update(options)
     return ConnectHelper.session_with_chosen_probe(unique_id=board_id, target_override="stm32f100rb",
                                                    options=opts)

@@ -1,0 +1,1 @@
+"""Benchmarks for scons-pyocd (see docs/performance.md). Run ``python -m bench``."""

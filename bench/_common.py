@@ -1,0 +1,51 @@
+"""Shared helpers for the benchmarks: paths, a private simulator directory, result output."""
+
+import json
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE_SCONS = ROOT / "site_scons"
+SHARED_FIRMWARE = ROOT.parent / "shared" / "firmware"
+RESULTS = ROOT / "bench" / "results"
+
+if str(SITE_SCONS) not in sys.path:
+    sys.path.insert(0, str(SITE_SCONS))
+
+
+def private_state() -> Path:
+    """Point the tool and the simulator at a fresh temporary state directory."""
+    root = Path(tempfile.mkdtemp(prefix="scons-pyocd-bench-"))
+    os.environ["SCONS_PYOCD_STATE_DIR"] = str(root)
+    os.environ["SCONS_PYOCD_SIM_DIR"] = str(root / "sim")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITE_SCONS), os.environ.get("PYTHONPATH")]))
+    return root
+
+
+def synthetic_image(size: int, seed: int = 1) -> bytes:
+    rng = random.Random(seed)
+    return bytes(rng.getrandbits(8) for _ in range(size))
+
+
+def nuttx_sized_image() -> bytes:
+    """78,128 bytes, the founding scenario's nuttx.bin size: two real NuttX builds back to back when
+    ../shared/firmware is present, synthetic bytes otherwise."""
+    v1 = SHARED_FIRMWARE / "stm32vldiscovery-nsh-v1" / "nuttx.bin"
+    if v1.exists():
+        data = v1.read_bytes()
+        return (data + data)[:78_128]
+    return synthetic_image(78_128)
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT MET"
+
+
+def write_results(name: str, results: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path
