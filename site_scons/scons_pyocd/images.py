@@ -165,6 +165,7 @@ class Image:
 
     def data_at(self, address: int, length: int, fill: int = 0xFF) -> bytes:
         """``length`` bytes from ``address``; addresses with no data read as ``fill``."""
+        _check_fill(fill)
         out = bytearray((fill,)) * length
         stop = address + length
         index = max(bisect_right(self._starts, address) - 1, 0)
@@ -417,9 +418,17 @@ def _read_elf(name: str, data: bytes) -> Image:
         elf = ELFFile(io.BytesIO(data))
         machine = elf["e_machine"]
         if machine != "EM_ARM":
+            machine = machine if isinstance(machine, str) else f"machine number {machine}"
             raise FlashError(f"{name}: is an ELF file for {machine}, not ARM (EM_ARM). Build it "
                              "with an ARM toolchain (arm-none-eabi-gcc), and flash the firmware, "
                              "not a host program.")
+        # pyelftools reads headers lazily; a file cut short must not pass for a smaller one.
+        for what, table, count, entry in (("program", elf["e_phoff"], elf["e_phnum"], elf["e_phentsize"]),
+                                          ("section", elf["e_shoff"], elf["e_shnum"], elf["e_shentsize"])):
+            if table and table + max(count, 1) * entry > len(data):
+                raise FlashError(f"{name}: the {what} header table at file offset 0x{table:X} runs "
+                                 f"past the end of the file ({len(data):,} bytes); the file is "
+                                 f"truncated. {_ELF_TODO}")
         for index, segment in enumerate(elf.iter_segments()):
             if segment["p_type"] != "PT_LOAD" or segment["p_filesz"] == 0:
                 continue
