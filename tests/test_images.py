@@ -154,7 +154,7 @@ def test_empty_image_has_no_start_and_does_not_fit():
 
 #: file -> substrings of the message after "<path>" (the first names the location).
 LOAD_ERRORS = {
-    "bad_checksum.hex": [", line 3: bad checksum 0x00 (the record adds up to 0x68)", "rebuild it"],
+    "bad_checksum.hex": [", line 3: bad checksum 0x00 (expected 0x68)", "rebuild it"],
     "unknown_record_type.hex": [", line 3: unknown record type 0x06 (Intel HEX defines 00-05)"],
     "truncated_line.hex": [", line 3: record says 16 data bytes but holds 5; the line is truncated"],
     "odd_hex_digits.hex": [", line 3: odd number of hex digits (21); the line is truncated"],
@@ -458,6 +458,43 @@ def test_other_os_errors_are_translated(tmp_path, monkeypatch):
         load_image(tmp_path / "fw.hex")
     with pytest.raises(FlashError, match=r"fw\.hex: cannot write \(Input/output error\)"):
         write_hex(Image([(FLASH, b"\x01")]), tmp_path / "fw.hex")
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    real_open = open
+
+    class DiskFull:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[:10])
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("builtins.open", lambda *a, **kw: DiskFull(real_open(*a, **kw)))
+    target = tmp_path / "out.hex"
+    with pytest.raises(FlashError, match=r"out\.hex: cannot write \(No space left on device\)"):
+        write_hex(Image([(FLASH, bytes(100))]), target)
+    assert not target.exists()
+
+
+def test_file_that_cannot_be_opened_for_writing_is_left_alone(tmp_path, monkeypatch):
+    target = tmp_path / "protected.bin"
+    target.write_bytes(b"old")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr("builtins.open", refuse)
+    with pytest.raises(FlashError, match=r"protected\.bin: cannot write \(permission denied\)"):
+        write_bin(Image([(FLASH, b"\x01")]), target)
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old"
 
 
 def test_write_into_missing_directory(tmp_path):

@@ -7,8 +7,8 @@ a message that names the file, where in it (line, offset, program header), what 
 wrong and what to do; no intelhex, pyelftools or OS exception escapes.
 
 Intel HEX is read and written here rather than through ``intelhex.IntelHex``,
-whose one-dict-entry-per-byte store makes a 2 MiB image take about a second each
-way. The reader accepts exactly what ``IntelHex.loadhex`` accepts, with the same
+whose one-dict-entry-per-byte store takes about 0.7 s to convert a 2 MiB image
+either way (this module: about 0.1 s). The reader accepts exactly what ``IntelHex.loadhex`` accepts, with the same
 addresses and data, except that it also rejects a file without an end-of-file
 record, records after the end-of-file record, and a file with no data (all three
 mean a truncated, concatenated or empty build output). Like intelhex it rejects
@@ -64,8 +64,8 @@ class Image:
 
     ``segments`` is any iterable of ``(address, data)``. The image keeps them sorted,
     drops empty ones and merges adjacent ones, so two images holding the same bytes at
-    the same addresses are equal and hash alike however they were split.
-    Overlapping segments raise :class:`FlashError`.
+    the same addresses are equal and hash alike however they were split (equality
+    ignores ``source`` and ``fmt``). Overlapping segments raise :class:`FlashError`.
 
     ``source`` is the file the image came from, named in error messages; ``fmt`` is
     the format it was read as (``"bin"``, ``"hex"``, ``"elf"``) or None.
@@ -77,25 +77,24 @@ class Image:
                  fmt: Optional[str] = None):
         self.source = _name(source) if source is not None else "<image>"
         self.fmt = fmt
-        merged: List[Tuple[int, List[bytes], int]] = []
+        runs: List[list] = []      # [start, end, [data, ...]]
         for address, data in sorted(((int(a), bytes(d)) for a, d in segments if len(d)),
                                     key=lambda seg: seg[0]):
             if address < 0:
                 raise FlashError(f"{self.source}: negative address {address}. "
                                  "Addresses start at 0; check how the image was built.")
-            if merged and address < merged[-1][2]:
-                prev_start, _, prev_end = merged[-1]
+            if runs and address < runs[-1][1]:
                 raise FlashError(
                     f"{self.source}: data at {_span(address, address + len(data))} overlaps "
-                    f"data at {_span(prev_start, prev_end)}. "
+                    f"data at {_span(runs[-1][0], runs[-1][1])}. "
                     "An image must hold one byte per address; rebuild it.")
-            if merged and address == merged[-1][2]:
-                merged[-1][1].append(data)
-                merged[-1] = (merged[-1][0], merged[-1][1], address + len(data))
+            if runs and address == runs[-1][1]:
+                runs[-1][1] += len(data)
+                runs[-1][2].append(data)
             else:
-                merged.append((address, [data], address + len(data)))
+                runs.append([address, address + len(data), [data]])
         self.segments: Tuple[Segment, ...] = tuple(
-            (start, parts[0] if len(parts) == 1 else b"".join(parts)) for start, parts, _ in merged)
+            (start, parts[0] if len(parts) == 1 else b"".join(parts)) for start, _, parts in runs)
         self._starts = [start for start, _ in self.segments]
 
     def __eq__(self, other):
@@ -308,7 +307,7 @@ def _read_hex(name: str, data: bytes) -> Image:
         if not line:
             continue
         if line[0] != 0x3A:  # ':'
-            if number == 1 or not runs:
+            if number == 1:
                 raise FlashError(f"{name}, line {number}: does not start with ':', so this is not "
                                  f"an Intel HEX file. {_HEX_TODO}")
             raise FlashError(f"{name}, line {number}: does not start with ':'. {_HEX_TODO}")
@@ -330,8 +329,8 @@ def _read_hex(name: str, data: bytes) -> Image:
                              f"defines 00-05). {_HEX_TODO}")
         if sum(record) & 0xFF:
             expected = (record[-1] - sum(record)) & 0xFF
-            raise FlashError(f"{name}, line {number}: bad checksum 0x{record[-1]:02X} (the record "
-                             f"adds up to 0x{expected:02X}). {_HEX_TODO}")
+            raise FlashError(f"{name}, line {number}: bad checksum 0x{record[-1]:02X} (expected "
+                             f"0x{expected:02X}). {_HEX_TODO}")
         if kind == 0:
             if count:
                 address = offset + (record[1] << 8 | record[2])
@@ -467,24 +466,31 @@ def _write(path: PathLike, data: bytes) -> None:
     """Write the whole file, or leave no file behind."""
     name = _name(path)
     try:
-        with open(path, "wb") as f:
+        f = open(path, "wb")
+    except OSError as exc:
+        raise _write_error(name, exc) from None
+    try:
+        with f:
             f.write(data)
     except OSError as exc:
         try:
-            if not os.path.isdir(path):
-                os.unlink(path)
+            os.unlink(path)
         except OSError:
             pass
-        if isinstance(exc, IsADirectoryError):
-            what = "is a directory"
-        elif isinstance(exc, FileNotFoundError):
-            what = f"its directory {os.path.dirname(name) or '.'!r} does not exist"
-        elif isinstance(exc, PermissionError):
-            what = "permission denied"
-        else:
-            what = exc.strerror or str(exc)
-        raise FlashError(f"{name}: cannot write ({what}). Check the output path and that its "
-                         "directory exists and is writable.") from None
+        raise _write_error(name, exc) from None
+
+
+def _write_error(name: str, exc: OSError) -> FlashError:
+    if isinstance(exc, IsADirectoryError):
+        what = "is a directory"
+    elif isinstance(exc, FileNotFoundError):
+        what = f"its directory {os.path.dirname(name) or '.'!r} does not exist"
+    elif isinstance(exc, PermissionError):
+        what = "permission denied"
+    else:
+        what = exc.strerror or str(exc)
+    return FlashError(f"{name}: cannot write ({what}). Check the output path and that its "
+                      "directory exists and is writable.")
 
 
 def hex_bytes(image: Image) -> bytes:
