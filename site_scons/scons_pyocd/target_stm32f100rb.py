@@ -2,38 +2,47 @@
 
 Memory: 128 KiB flash at 0x08000000 in 1 KiB pages, 8 KiB SRAM at 0x20000000.
 
-Flash algorithm: pyOCD's built-in STM32F103RC algorithm drives the same FPEC
-(PM0063 and PM0075 describe the same controller), so its code is reused as is.
-Its RAM layout is moved inside 8 KiB (the F103RC's assumes 64 KiB):
+Flash algorithm: our own (``flash_algo/stm32f1_fpec.S``), for the FPEC that
+PM0063 (value line) and PM0075 describe. Unlike pyOCD's stock STM32F103
+algorithm it keeps the FPEC busy: it fetches the next half-word while the
+previous one programs and does not read each half-word back (the tool verifies
+the written pages by CRC on the host). RAM layout inside 8 KiB:
 
 ==========================  =========================
-algorithm code + data       0x20000000 (static base 0x20000200)
+algorithm code              0x20000000 (static base 0x20000200, unused)
 page buffers (double)       0x20000800, 0x20000C00
 stack                       0x20001000-0x20001800 (top 0x20001800)
 CRC analyzer (smart flash)  0x20001800-0x20001E00
 ==========================  =========================
-
-The algorithm's ``init`` only clears FLASH_SR; ``erase_sector`` and
-``program_page`` unlock the FPEC themselves. Page size is the F100's 1 KiB.
 """
 
 from pyocd.coresight.coresight_target import CoreSightTarget
 from pyocd.core.memory_map import FlashRegion, MemoryMap, RamRegion
-from pyocd.target.builtin import target_STM32F103RC as _f103
+
+from .flash_algo import stm32f1_fpec_blob as _blob
 
 DBGMCU_CR = 0xE0042004
-#: Keep the watchdogs and timers stopped while the core is halted; debug in low-power modes.
+#: Debug in sleep/stop/standby; watchdogs and timers stopped while the core is halted.
 DBGMCU_CR_VALUE = 0x7E3FFF07
 
-FLASH_ALGO = dict(_f103.FLASH_ALGO)
-FLASH_ALGO.update({
-    "load_address": 0x20000000,
+LOAD_ADDRESS = 0x20000000
+
+FLASH_ALGO = {
+    "load_address": LOAD_ADDRESS,
+    "instructions": list(_blob.INSTRUCTIONS),
+    "pc_init": LOAD_ADDRESS + _blob.ENTRY_OFFSETS["Init"],
+    "pc_unInit": LOAD_ADDRESS + _blob.ENTRY_OFFSETS["UnInit"],
+    "pc_eraseAll": LOAD_ADDRESS + _blob.ENTRY_OFFSETS["EraseChip"],
+    "pc_erase_sector": LOAD_ADDRESS + _blob.ENTRY_OFFSETS["EraseSector"],
+    "pc_program_page": LOAD_ADDRESS + _blob.ENTRY_OFFSETS["ProgramPage"],
     "static_base": 0x20000200,
-    "page_buffers": [0x20000800, 0x20000C00],
     "begin_stack": 0x20001800,
+    "page_buffers": [0x20000800, 0x20000C00],
+    "min_program_length": 2,
     "analyzer_supported": True,
     "analyzer_address": 0x20001800,
-})
+}
+assert _blob.CODE_SIZE <= 0x200, "the flash algorithm must fit below its static base"
 
 
 class STM32F100RB(CoreSightTarget):

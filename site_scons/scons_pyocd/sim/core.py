@@ -55,7 +55,9 @@ class Core:
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         uc.hook_add(UC_HOOK_BLOCK, self._on_block)
         self._stop = None
-        self._code_bytes = 0
+        self._block_start = 0
+        self._block_size = 0
+        self._block_charged = 0
 
     # -- memory (SRAM lives in Unicorn) ---------------------------------------------
     def sram_read(self, address: int, size: int) -> bytes:
@@ -116,7 +118,7 @@ class Core:
         ``("limit", None)``. Charges code execution time to the chip's clock.
         """
         self._stop = None
-        self._code_bytes = 0
+        self._block_start = self._block_size = self._block_charged = 0
         pc = self.pc
         try:
             self.uc.emu_start(pc | 1, 0xFFFFFFFF, count=max_instructions)
@@ -124,7 +126,7 @@ class Core:
             if self._stop is None:
                 self._stop = ("fault", f"{err} at pc=0x{self.pc:08x}")
         finally:
-            self.chip.now += (self._code_bytes / 2) * self.chip.timing.core_s_per_code_halfword
+            self._charge(self._block_size)
         return self._stop or ("limit", None)
 
     def step(self):
@@ -138,11 +140,27 @@ class Core:
             self._stop = ("fault", f"exception {intno} at pc=0x{self.pc:08x}")
         uc.emu_stop()
 
+    # Code time is charged as the code runs: a block's instructions up to a bus
+    # access before that access (so a flash operation starts when the core gets
+    # to it), the rest of the block when the next block starts. Instructions
+    # after the access that starts a flash operation then overlap with it, as
+    # on the real core.
+    def _charge(self, upto: int) -> None:
+        if upto > self._block_charged:
+            self.chip.now += (upto - self._block_charged) / 2 * self.chip.timing.core_s_per_code_halfword
+            self._block_charged = upto
+
+    def _charge_to_access(self) -> None:
+        pc = self.uc.reg_read(A.UC_ARM_REG_PC) & ~1
+        self._charge(min(self._block_size, max(0, pc - self._block_start) + 2))
+
     def _on_block(self, uc, address, size, user_data):
-        self._code_bytes += size
+        self._charge(self._block_size)
+        self._block_start, self._block_size, self._block_charged = address, size, 0
 
     def _mmio_read(self, uc, offset, size, base):
         from .fpec import BusFault, PowerLost
+        self._charge_to_access()
         try:
             return self.chip.bus_read(base + offset, size)
         except BusFault as err:
@@ -154,6 +172,7 @@ class Core:
 
     def _mmio_write(self, uc, offset, size, value, base):
         from .fpec import BusFault, PowerLost
+        self._charge_to_access()
         try:
             self.chip.bus_write(base + offset, size, value)
             return
