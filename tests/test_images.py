@@ -294,7 +294,7 @@ def test_bin_needs_base_address(tmp_path):
         load_image(path, base_address=0xFFFFFFFE)
 
 
-def test_bin_ignores_base_address_for_hex_and_elf(tmp_path):
+def test_base_address_is_ignored_for_hex():
     assert load_image(CORPUS / "good.hex", base_address=0).start == FLASH
 
 
