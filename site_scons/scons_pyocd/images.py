@@ -10,8 +10,8 @@ Intel HEX is read and written here rather than through ``intelhex.IntelHex``,
 whose one-dict-entry-per-byte store takes about 0.7 s to convert a 2 MiB image
 either way (this module: about 0.1 s). The reader accepts exactly what
 ``IntelHex.loadhex`` accepts, with the same addresses and data, except that it
-also rejects a file without an end-of-file record, records after the end-of-file record, and a file with no data (all three
-mean a truncated, concatenated or empty build output). Like intelhex it rejects
+also rejects a file without an end-of-file record, records after the end-of-file
+record, and a file with no data (a truncated, concatenated or empty build output). Like intelhex it rejects
 any address written twice, even with the same byte. The writer's output is
 byte-identical to ``IntelHex.write_hex_file`` (16 data bytes a record, ``\\n``
 line ends, no start-address record). The tests hold both claims against intelhex.
