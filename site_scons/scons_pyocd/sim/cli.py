@@ -12,6 +12,7 @@ Examples::
     scons-pyocd-sim dump sim-vldiscovery flash.bin
     scons-pyocd-sim poke sim-vldiscovery 0x08000100 de ad       # alter flash behind the tool's back
     scons-pyocd-sim factory sim-vldiscovery                     # erased, unprotected, no faults
+    scons-pyocd-sim run sim-vldiscovery --instructions 5000000  # boot the firmware, show the LEDs
 """
 
 import argparse
@@ -78,6 +79,10 @@ def main(argv=None) -> int:
     p.add_argument("board")
     p.add_argument("address", type=lambda s: int(s, 0))
     p.add_argument("bytes", nargs="+", help="hex bytes")
+    p = sub.add_parser("run", help="boot the firmware in flash for a bounded time and print LED changes")
+    p.add_argument("board")
+    p.add_argument("--instructions", type=int, default=5_000_000, help="instruction budget (default 5,000,000)")
+    p.add_argument("--leds", type=int, default=None, help="stop after this many LED changes")
     args = parser.parse_args(argv)
 
     if args.cmd == "list":
@@ -118,6 +123,9 @@ def main(argv=None) -> int:
     elif args.cmd == "dump":
         with open(args.file, "wb") as f:
             f.write(board.read_flash())
+    elif args.cmd == "run":
+        from .firmware import run_firmware
+        print(run_firmware(args.board, args.instructions, args.leds).describe())
     elif args.cmd == "poke":
         data = bytes.fromhex("".join(args.bytes))
         if not FLASH_BASE <= args.address <= args.address + len(data) <= FLASH_BASE + FLASH_SIZE:
