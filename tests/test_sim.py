@@ -410,3 +410,56 @@ def test_sim_command_counters_faults_and_identity():
     assert "sim-c" in cli("list").split()
     counters = json.loads(cli("counters", "sim-c", "--reset"))
     assert set(counters) >= {"connects", "halfwords_programmed", "device_time_s"}
+
+
+# -- resets and option bytes --------------------------------------------------------------------------------
+
+def test_sysresetreq_locks_the_fpec_and_vectreset_does_not(halted):
+    unlock(halted)
+    halted.write32(0xE000ED0C, (0x05FA << 16) | 1)  # VECTRESET: core only
+    assert not halted.read32(CR) & LOCK
+    halted.write32(0xE000ED0C, (0x05FA << 16) | 4)  # SYSRESETREQ: the whole system
+    assert halted.read32(CR) & LOCK
+    halted.write32(0xE000ED0C, 4)  # without VECTKEY: ignored
+    assert halted.read32(CR) & LOCK
+
+
+def test_option_byte_programming_takes_effect_at_reset_and_rdp_removal_mass_erases(board):
+    OPTKEYR, OPTPG, OPTER, OPTWRE = FPEC + 0x08, 0x10, 0x20, 0x200
+    board.write_flash(FLASH_BASE, b"\x11\x22\x33\x44")
+    board.set_read_protection(True)
+    with open_session("sim-test") as session:
+        t = session.target
+        t.halt()
+        assert t.read32(FPEC + 0x1C) & 2  # RDPRT
+        unlock(t)
+        t.write32(OPTKEYR, KEY1)
+        t.write32(OPTKEYR, KEY2)
+        assert t.read32(CR) & OPTWRE
+        t.write32(CR, OPTER | OPTWRE)
+        t.write32(CR, OPTER | STRT | OPTWRE)
+        assert t.read8(0x1FFFF800) == 0xFF
+        t.write32(CR, OPTPG | OPTWRE)
+        t.write16(0x1FFFF800, 0x00A5)  # RDP back to 0xA5: unprotect, which mass-erases first
+        assert t.read16(0x1FFFF800) == 0x5AA5
+        t.write16(0x1FFFF808, 0x00FE)  # WRP0: protect pages 0-3
+        t.reset_and_halt()
+        assert not t.read32(FPEC + 0x1C) & 2
+        assert t.read32(WRPR) & 1 == 0
+        assert t.read32(FLASH_BASE) == 0xFFFFFFFF
+    assert board.read_flash(FLASH_BASE, 4) == b"\xff" * 4
+    assert board.read_option_bytes()[0] == 0xA5
+
+
+def test_vector_catch_halts_on_a_faulting_algorithm(board):
+    """Code that faults on the core halts it with DFSR.VCATCH (pyOCD sets VC_HARDERR)."""
+    with open_session("sim-test") as session:
+        t = session.target
+        t.halt()
+        t.write_memory_block8(0x20000000, [0x01, 0x49, 0x08, 0x68, 0x00, 0xBE, 0x00, 0x00, 0x00, 0x00, 0x00, 0x60])
+        t.write32(0xE000EDFC, t.read32(0xE000EDFC) | (1 << 10))
+        t.write_core_register("pc", 0x20000000)
+        t.write_core_register("xpsr", 1 << 24)
+        t.resume()
+        assert t.get_state().name == "HALTED"
+        assert t.read32(0xE000ED30) & 8  # VCATCH
