@@ -22,6 +22,10 @@ def chip_limit(nbytes: int) -> float:
     return (nbytes + 1) // 2 * HALFWORD_S + ERASE_S
 
 
+def _quiet(fraction: float) -> None:
+    """Progress callback that prints nothing (pyOCD's default draws a bar per flash)."""
+
+
 def flash_once(board_id: str, data: bytes, chip_erase: str, frequency: int):
     from pyocd.core.helpers import ConnectHelper
     from pyocd.flash.loader import FlashLoader
@@ -32,7 +36,7 @@ def flash_once(board_id: str, data: bytes, chip_erase: str, frequency: int):
     start = time.perf_counter()
     with ConnectHelper.session_with_chosen_probe(unique_id=board_id, target_override="stm32f100rb",
                                                  options={"frequency": frequency}) as session:
-        loader = FlashLoader(session, chip_erase=chip_erase, smart_flash=True)
+        loader = FlashLoader(session, progress=_quiet, chip_erase=chip_erase, smart_flash=True)
         loader.add_data(0x08000000, list(data))
         loader.commit()
     wall = time.perf_counter() - start
