@@ -1,0 +1,389 @@
+"""SCons glue: the Flash, Erase and Verify methods, the conversion builders, the aliases.
+
+No pyOCD here, and nothing imported at SConscript time that imports it: the
+actions import :mod:`.operations` when they run, so a build that flashes
+nothing (a no-op ``scons flash`` included) never loads pyOCD.
+
+How a flash is kept up to date. ``env.Flash(image)`` returns a small file in
+the build tree, ``<image>.<probe>.flashed``, built from two sources and a
+varlist:
+
+- the image file (its content signature);
+- a ``Value`` holding the board record's token for this file (see
+  :mod:`.records`): unchanged after this file's own flash, changed by any other
+  write to the board this tool knows of (another project, ``scons erase``, a
+  failed flash or verify) — reading it costs one small JSON file;
+- every flashing option (``options.FLASH_VARLIST``).
+
+So SCons itself decides, and ``--debug=explain`` says why a reflash happens.
+"""
+
+import json
+import optparse
+import os
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import SCons.Action
+import SCons.Builder
+import SCons.Errors
+import SCons.Node
+import SCons.Script
+
+from . import options as opts
+from . import records
+from .errors import FlashError
+
+_cli_ready = False
+
+
+# -- options ----------------------------------------------------------------------------
+
+def add_command_line_options() -> None:
+    """Declare the table's command-line options and its ``scons -h`` text, once a process."""
+    global _cli_ready
+    if _cli_ready:
+        return
+    _cli_ready = True
+    for option in opts.OPTIONS:
+        if not option.flag:
+            continue
+        kwargs: Dict[str, Any] = dict(dest=option.dest, default=None, help=option.help)
+        if option.switch:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs.update(action="store", type="string", nargs=1, metavar=option.metavar or "VALUE")
+            if option.choices:
+                kwargs["help"] += f" One of: {', '.join(option.choices)}."
+        try:
+            SCons.Script.AddOption(option.flag, **kwargs)
+        except optparse.OptionConflictError:
+            pass     # the SConstruct declared this flag itself: it keeps it
+    SCons.Script.Help(opts.help_text(), append=True, local_only=True)
+
+
+def _cli(dest: str) -> Any:
+    try:
+        return SCons.Script.GetOption(dest)
+    except AttributeError:    # the option was never added (a flag conflict)
+        return None
+
+
+def resolve(env, overrides: Optional[Dict[str, Any]] = None, cli: bool = True) -> Dict[str, Any]:
+    """Effective option values: command line, then per-call overrides, then ``env``.
+
+    A bad value is a UserError naming the variable, at SConscript-reading time.
+    """
+    overrides = overrides or {}
+
+    def get(name):
+        return overrides[name] if name in overrides else env.get(name)
+
+    try:
+        values = opts.resolve(get, _cli if cli else (lambda dest: None))
+    except FlashError as exc:
+        raise SCons.Errors.UserError(str(exc)) from None
+    values["PYOCD_OPTIONS"] = dict(sorted(values["PYOCD_OPTIONS"].items()))
+    return values
+
+
+def _settings(values: Dict[str, Any]):
+    from .session import Settings
+    return Settings(target=values["PYOCD_TARGET"], frequency=values["PYOCD_FREQUENCY"],
+                    connect=values["PYOCD_CONNECT"], reset=values["PYOCD_RESET"],
+                    erase=values["PYOCD_ERASE"], verify=values["PYOCD_VERIFY"],
+                    options=values["PYOCD_OPTIONS"], debug=values["PYOCD_DEBUG"])
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _result(env, comstr: str, line: str) -> None:
+    """The action's one line, unless the user's *COMSTR replaced it or scons -s silenced it."""
+    if SCons.Action.print_actions and not env.get(comstr):
+        _say(line)
+
+
+def _failed(exc: FlashError, node) -> SCons.Errors.BuildError:
+    return SCons.Errors.BuildError(node=node, errstr=str(exc), exitstatus=2)
+
+
+def _dry_run() -> bool:
+    return not SCons.Action.execute_actions
+
+
+def _board(values: Dict[str, Any]) -> Tuple[str, str]:
+    """(configured probe, the board id its record is kept under, without asking USB)."""
+    probe = values["PYOCD_PROBE"]
+    return probe, records.resolved_probe(probe)
+
+
+def _where(values: Dict[str, Any]) -> str:
+    return (f"{values['PYOCD_TARGET'] or 'the probe target'} via "
+            f"{values['PYOCD_PROBE'] or 'the only probe attached'}")
+
+
+def _probe_node(env, board: str):
+    """The per-probe side effect that keeps ``scons -j`` from running two operations on one probe."""
+    return env.Alias(f"pyocd-probe:{board or '(default)'}")
+
+
+def _guard(env, nodes, board: str, always: bool) -> None:
+    env.SideEffect(_probe_node(env, board), nodes)
+    if always:
+        env.AlwaysBuild(nodes)
+
+
+# -- Flash ------------------------------------------------------------------------------
+
+def _flash_action(target, source, env):
+    from . import operations
+    values = resolve(env, cli=False)
+    job = operations.Job(owner=target[0].get_abspath(), token=source[1].read(),
+                         project=env.Dir("#").get_abspath(),
+                         options={name: values[name] for name in opts.FLASH_VARLIST})
+    try:
+        line = operations.flash(source[0].get_abspath(), _settings(values), probe=values["PYOCD_PROBE"],
+                                base_address=values["PYOCD_BASE_ADDRESS"], job=job,
+                                check=values["PYOCD_FLASH_CHECK"], say=_say)
+    except FlashError as exc:
+        raise _failed(exc, target[0]) from None
+    with open(target[0].get_abspath(), "w") as f:
+        json.dump({"image": str(source[0]), "board": records.resolved_probe(values["PYOCD_PROBE"]),
+                   "result": line, "token": job.token}, f, indent=2)
+        f.write("\n")
+    _result(env, "FLASHCOMSTR", line)
+
+
+def _flash_str(target, source, env):
+    if _dry_run():
+        return f"would flash {source[0]} onto {_where(resolve(env, cli=False))}"
+    return None
+
+
+_flash_action.strfunction = _flash_str
+FLASH_ACTION = SCons.Action.Action(_flash_action, "$FLASHCOMSTR", varlist=opts.FLASH_VARLIST)
+_FLASH_BUILDER = SCons.Builder.Builder(action=FLASH_ACTION, single_source=False)
+
+
+def _one_image(env, source, method: str):
+    nodes = env.arg2nodes(env.Flatten([source]), env.File)
+    if len(nodes) != 1:
+        raise SCons.Errors.UserError(
+            f"env.{method}() takes exactly one image (an ELF, .bin or .hex file), got {len(nodes)}: "
+            f"{', '.join(map(str, nodes)) or 'none'}. Call it once per image.")
+    return nodes[0]
+
+
+def _record_file(env, image, probe: str):
+    """``<image>.<probe>.flashed`` beside the image when it is in this tree, else in the
+    calling SConscript's directory (an image from a read-only folder outside the tree)."""
+    name = f"{image.name}.{records.board_key(probe) if probe else 'default'}.flashed"
+    folder = image.dir if image.is_under(env.Dir("#")) else env.Dir(".")
+    return folder.File(name)
+
+
+def Flash(env, source, target=None, **overrides):
+    """Flash one image; return the record node, rebuilt (reflashed) only when needed.
+
+    ``source``: the image (ELF, .bin, .hex, or a node that builds one). ``target``: the
+    record file (default ``<image>.<probe>.flashed``). Keyword arguments override
+    construction variables for this call, e.g. ``PYOCD_PROBE='sim-a'``.
+    """
+    values = resolve(env, overrides)
+    image = _one_image(env, source, "Flash")
+    probe, board = _board(values)
+    record = env.File(target) if target is not None else _record_file(env, image, probe)
+    token = (records.token(board, record.get_abspath()) if board
+             else "board not known yet: PYOCD_PROBE is empty and no probe was used before")
+    nodes = _FLASH_BUILDER(env, record, [image, env.Value(token)], _PYOCD_BOARD=board, **values)
+    _guard(env, nodes, board, values["PYOCD_FORCE"] or values["PYOCD_FLASH_CHECK"])
+    return nodes
+
+
+# -- Verify and Erase -------------------------------------------------------------------
+
+def _verify_action(target, source, env):
+    from . import operations
+    values = resolve(env, cli=False)
+    try:
+        line = operations.verify(source[0].get_abspath(), _settings(values), probe=values["PYOCD_PROBE"],
+                                 base_address=values["PYOCD_BASE_ADDRESS"],
+                                 job=operations.Job(project=env.Dir("#").get_abspath()), say=_say)
+    except FlashError as exc:
+        raise _failed(exc, target[0]) from None
+    _result(env, "VERIFYCOMSTR", line)
+
+
+def _verify_str(target, source, env):
+    return f"would verify {source[0]} on {_where(resolve(env, cli=False))}" if _dry_run() else None
+
+
+_verify_action.strfunction = _verify_str
+VERIFY_ACTION = SCons.Action.Action(_verify_action, "$VERIFYCOMSTR")
+
+
+def Verify(env, source, target=None, **overrides):
+    """Compare the chip with an image (always runs when asked); fails at the first difference.
+
+    Returns an alias node (default name ``pyocd-verify:<image>:<probe>``).
+    """
+    values = resolve(env, overrides)
+    image = _one_image(env, source, "Verify")
+    probe, board = _board(values)
+    name = target or f"pyocd-verify:{image.path}:{probe or '(default)'}"
+    nodes = env.Override(values).Alias(name, [image], VERIFY_ACTION)
+    _guard(env, nodes, board, True)
+    return nodes
+
+
+_RANGE = re.compile(r"^\s*(\w+)\s*([-+])\s*(\w+)\s*$")
+
+
+def parse_ranges(spec) -> Optional[List[Tuple[int, int]]]:
+    """Erase ranges as given to ``env.Erase``: None (mass erase), ``(start, end)``, a list of
+    them, or strings ``"0x08000000-0x08000800"`` (end exclusive) / ``"0x08000000+0x800"``."""
+    if spec is None:
+        return None
+    items = [spec] if isinstance(spec, (str, tuple)) else list(spec)
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            match = _RANGE.match(item)
+            try:
+                lo, op, hi = int(match.group(1), 0), match.group(2), int(match.group(3), 0)
+            except (AttributeError, ValueError):
+                raise SCons.Errors.UserError(
+                    f"erase range {item!r} is not START-END or START+LENGTH (e.g. '0x08000000+0x800')") from None
+            out.append((lo, lo + hi if op == "+" else hi))
+        elif isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, int) for x in item):
+            out.append(item)
+        else:
+            raise SCons.Errors.UserError(f"erase range {item!r} is not (start, end) or 'START+LENGTH'")
+    for lo, hi in out:
+        if not 0 <= lo < hi <= 1 << 32:
+            raise SCons.Errors.UserError(f"erase range 0x{lo:X}-0x{hi:X} is empty or not 32-bit; "
+                                         "the end is exclusive.")
+    return out
+
+
+def _erase_action(target, source, env):
+    from . import operations
+    values = resolve(env, cli=False)
+    try:
+        line = operations.erase(_settings(values), probe=values["PYOCD_PROBE"],
+                                ranges=env["_PYOCD_ERASE_RANGES"],
+                                job=operations.Job(project=env.Dir("#").get_abspath()), say=_say)
+    except FlashError as exc:
+        raise _failed(exc, target[0]) from None
+    _result(env, "ERASECOMSTR", line)
+
+
+def _erase_str(target, source, env):
+    if not _dry_run():
+        return None
+    ranges = env["_PYOCD_ERASE_RANGES"]
+    what = "the whole chip" if ranges is None else ", ".join(f"0x{lo:08X}-0x{hi - 1:08X}" for lo, hi in ranges)
+    return f"would erase {what} on {_where(resolve(env, cli=False))}"
+
+
+_erase_action.strfunction = _erase_str
+ERASE_ACTION = SCons.Action.Action(_erase_action, "$ERASECOMSTR")
+
+
+def Erase(env, ranges=None, target=None, **overrides):
+    """Erase the chip (mass erase), or the sectors overlapping ``ranges`` (see
+    :func:`parse_ranges`). Always runs when asked; returns an alias node."""
+    values = resolve(env, overrides)
+    parsed = parse_ranges(ranges)
+    probe, board = _board(values)
+    name = target or (f"pyocd-erase:{probe or '(default)'}" +
+                      ("" if parsed is None else ":" + ",".join(f"{lo:x}-{hi:x}" for lo, hi in parsed)))
+    nodes = env.Override(dict(values, _PYOCD_ERASE_RANGES=parsed)).Alias(name, [], ERASE_ACTION)
+    _guard(env, nodes, board, True)
+    return nodes
+
+
+# -- "flash is up to date" and the aliases ---------------------------------------------
+
+def _report_str(target, source, env):
+    record = source[0]
+    if record.get_state() == SCons.Node.executed:
+        return None    # it flashed (or, under -n, would): that line was printed already
+    board = record.get_build_env().get("_PYOCD_BOARD", "")
+    if not board:
+        return "flash is up to date"
+    return f"flash is up to date ({records.BoardRecord(board).describe(record.get_abspath())})"
+
+
+def _report_action(target, source, env):
+    return None
+
+
+REPORT_ACTION = SCons.Action.Action(_report_action, strfunction=_report_str)
+
+
+def FlashAliases(env, image, flash="flash", erase="erase", verify="verify", **overrides):
+    """``scons flash`` (build the image if needed, then flash it if it changed), ``scons
+    erase`` (mass erase) and ``scons verify``. Returns the three alias nodes."""
+    record = Flash(env, image, **overrides)
+    report = env.Alias(f"pyocd-report:{record[0].path}", record, REPORT_ACTION)
+    env.AlwaysBuild(report)
+    return (env.Alias(flash, report), env.Alias(erase, Erase(env, **overrides)),
+            env.Alias(verify, Verify(env, image, **overrides)))
+
+
+# -- conversions ------------------------------------------------------------------------
+
+def _convert_action(target, source, env):
+    from . import images
+    values = resolve(env)
+    src = source[0].get_abspath()
+    base = values["PYOCD_BASE_ADDRESS"]
+    try:
+        from .operations import default_base_address, is_raw_binary
+        if base is None and is_raw_binary(src):
+            base = default_base_address(values["PYOCD_TARGET"])
+            if base is None:
+                raise FlashError(f"{source[0]}: a raw binary has no addresses; set PYOCD_BASE_ADDRESS "
+                                 "(e.g. 0x08000000) or PYOCD_TARGET (its flash start is used).")
+        images.convert(src, target[0].get_abspath(), base, values["PYOCD_FILL"])
+    except FlashError as exc:
+        raise _failed(exc, target[0]) from None
+
+
+def _convert_str(target, source, env):
+    return f"convert {source[0]} -> {target[0]}"
+
+
+_convert_action.strfunction = _convert_str
+CONVERT_ACTION = SCons.Action.Action(_convert_action, "$CONVERTCOMSTR",
+                                     varlist=["PYOCD_BASE_ADDRESS", "PYOCD_FILL", "PYOCD_TARGET"])
+
+#: name -> Builder. ELF sources may have no suffix (NuttX's ``nuttx``), so no src_suffix there.
+CONVERTERS = {
+    "HexFromBin": SCons.Builder.Builder(action=CONVERT_ACTION, suffix=".hex", src_suffix=".bin",
+                                        single_source=True),
+    "BinFromHex": SCons.Builder.Builder(action=CONVERT_ACTION, suffix=".bin", src_suffix=".hex",
+                                        single_source=True),
+    "HexFromElf": SCons.Builder.Builder(action=CONVERT_ACTION, suffix=".hex", single_source=True),
+    "BinFromElf": SCons.Builder.Builder(action=CONVERT_ACTION, suffix=".bin", single_source=True),
+}
+
+
+# -- the tool ---------------------------------------------------------------------------
+
+def generate(env) -> None:
+    """Install the builders, methods and default construction variables."""
+    add_command_line_options()
+    for option in opts.OPTIONS:
+        default = option.default
+        env.SetDefault(**{option.name: dict(default) if isinstance(default, dict) else default})
+    env.Append(BUILDERS=dict(CONVERTERS))
+    for method in (Flash, Erase, Verify, FlashAliases):
+        env.AddMethod(method)
+
+
+def exists(env) -> bool:
+    return True
