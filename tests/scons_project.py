@@ -1,0 +1,116 @@
+"""A temporary SCons project that flashes the simulated board, for the tool's tests.
+
+Each :class:`Project` is a folder with an SConstruct written by the test; ``run``
+starts the real ``scons`` (this Python's) in it. The tool comes from this
+checkout's ``site_scons/site_tools`` (``toolpath``), or from a copy of
+``site_scons`` inside the project (``copy_site_scons=True``).
+"""
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Optional
+
+from scons_pyocd import images
+from scons_pyocd.records import BoardRecord
+from scons_pyocd.sim.board import BoardState, FLASH_BASE
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE_SCONS = ROOT / "site_scons"
+SITE_TOOLS = SITE_SCONS / "site_tools"
+PAGE = 1024
+
+#: Short pyOCD timeouts, so a target that stops answering fails in seconds.
+FAST_FAIL = {"flash.timeout.program": 2.0, "flash.timeout.erase_sector": 2.0,
+             "flash.timeout.analyzer": 2.0, "flash.timeout.init": 2.0}
+
+PREAMBLE = """\
+import os, sys
+if os.environ.get('CHECK_PYOCD_IMPORT'):
+    import atexit
+    atexit.register(lambda: open(os.environ['CHECK_PYOCD_IMPORT'], 'w').write(
+        str(any(m == 'pyocd' or m.startswith('pyocd.') for m in sys.modules))))
+"""
+
+
+def scons_command():
+    beside = Path(sys.executable).with_name("scons")
+    return [str(beside)] if beside.exists() else [sys.executable, "-m", "SCons"]
+
+
+def random_image(size: int, seed: int = 1) -> bytes:
+    rng = random.Random(seed)
+    return bytes(rng.getrandbits(8) for _ in range(size))
+
+
+def write_image(path: Path, data: bytes, base: int = FLASH_BASE) -> None:
+    if path.suffix == ".bin":
+        path.write_bytes(data)
+    else:
+        images.write_hex(images.Image([(base, data)]), path)
+
+
+class Project:
+    def __init__(self, directory: Path, board: str, copy_site_scons: bool = False):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.board_id = board
+        self.board = BoardState(board)
+        self.copy_site_scons = copy_site_scons
+        if copy_site_scons:
+            shutil.copytree(SITE_SCONS, self.dir / "site_scons", ignore=shutil.ignore_patterns("__pycache__"))
+
+    def sconstruct(self, body: str, image: str = "fw.hex", probe: Optional[str] = None,
+                   target: str = "stm32f100rb", **variables) -> None:
+        """Write an SConstruct: an Environment with the tool, then ``body``."""
+        settings = {"PYOCD_TARGET": target, "PYOCD_PROBE": self.board_id if probe is None else probe,
+                    "PYOCD_FREQUENCY": "4MHz"}
+        settings.update(variables)
+        tool = "tools=['pyocd']" if self.copy_site_scons else f"tools=['pyocd'], toolpath=[{str(SITE_TOOLS)!r}]"
+        args = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+        text = PREAMBLE + f"env = Environment({tool}, {args})\n" + textwrap.dedent(body).format(image=image)
+        (self.dir / "SConstruct").write_text(text)
+
+    def image(self, data: bytes, name: str = "fw.hex", base: int = FLASH_BASE) -> Path:
+        path = self.dir / name
+        write_image(path, data, base)
+        return path
+
+    def run(self, *args: str, check: Optional[bool] = True, env: Optional[dict] = None) -> subprocess.CompletedProcess:
+        environ = dict(os.environ)
+        if self.copy_site_scons:
+            environ.pop("PYTHONPATH", None)
+        environ.update(env or {})
+        result = subprocess.run(scons_command() + ["-Q", *args], cwd=self.dir, env=environ,
+                                capture_output=True, text=True, timeout=300)
+        if check is True and result.returncode != 0:
+            raise AssertionError(f"scons {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        if check is False and result.returncode == 0:
+            raise AssertionError(f"scons {' '.join(args)} succeeded but should have failed:\n{result.stdout}")
+        return result
+
+    def imports_pyocd(self, *args: str) -> bool:
+        """Run scons and tell whether pyOCD was imported by the end of it."""
+        marker = self.dir / ".pyocd-imported"
+        marker.unlink(missing_ok=True)
+        self.run(*args, env={"CHECK_PYOCD_IMPORT": str(marker)})
+        return marker.read_text() == "True"
+
+    def record_file(self, image: str = "fw.hex", board: Optional[str] = None) -> Path:
+        return self.dir / f"{image}.{board or self.board_id}.flashed"
+
+    def record_entry(self, image: str = "fw.hex", board: Optional[str] = None) -> Optional[dict]:
+        """The board record's entry for this project's flash of ``image``."""
+        return BoardRecord(board or self.board_id).entry(str(self.record_file(image, board)))
+
+    def counters_after(self, *args: str, check: Optional[bool] = True):
+        """Run scons; return (result, counter deltas)."""
+        before = self.board.counters()
+        result = self.run(*args, check=check)
+        after = self.board.counters()
+        return result, {k: after[k] - before[k] for k in after}
