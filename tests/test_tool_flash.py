@@ -326,3 +326,31 @@ def test_a_second_process_waits_for_the_probe_lock(project):
     assert proc.returncode == 0, err
     assert "20 of 20 pages changed" in out
     assert project.board.counters()["connects"] == 2
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
+def test_an_interrupted_flash_leaves_no_record_and_the_next_run_programs(tmp_path, signal_name):
+    import signal
+    import time
+    p = Project(tmp_path / "int", "sim-int")
+    data = random_image(100 * PAGE, seed=11)
+    p.image(data)
+    p.sconstruct(ALIASES)
+    proc = subprocess.Popen(scons_command() + ["-Q", "flash"], cwd=p.dir, env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while p.board.counters()["halfwords_programmed"] == 0 and proc.poll() is None:
+        assert time.monotonic() < deadline, "scons never started programming"
+        time.sleep(0.005)
+    os.killpg(proc.pid, getattr(signal, signal_name))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert 0 < p.board.counters()["halfwords_programmed"] < len(data) // 2, "interrupted mid-flash"
+    if signal_name == "SIGINT":
+        assert "Build interrupted" in err       # SCons words it; the flash stopped between pages
+    entry = p.record_entry()
+    assert entry is None or not entry["valid"]
+    assert not p.record_file().exists()
+    _, delta = p.counters_after("flash")
+    assert delta["halfwords_programmed"] > 0 and holds(p, data)
+    p.run("verify")

@@ -22,6 +22,7 @@ import json
 import optparse
 import os
 import re
+import signal
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import SCons.Action
@@ -92,7 +93,24 @@ def _settings(values: Dict[str, Any]):
     return Settings(target=values["PYOCD_TARGET"], frequency=values["PYOCD_FREQUENCY"],
                     connect=values["PYOCD_CONNECT"], reset=values["PYOCD_RESET"],
                     erase=values["PYOCD_ERASE"], verify=values["PYOCD_VERIFY"],
-                    options=values["PYOCD_OPTIONS"], debug=values["PYOCD_DEBUG"])
+                    options=values["PYOCD_OPTIONS"], debug=values["PYOCD_DEBUG"],
+                    should_stop=_interrupted)
+
+
+def _interrupted() -> bool:
+    """Whether SCons got Ctrl-C (or SIGTERM) during this build.
+
+    SCons's signal handler only stops the build once the running actions finish; a flash
+    should stop between two pages instead. The handler keeps SCons's job runner as a
+    default argument, which is how its ``interrupted`` flag is read here, from any thread.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    runner = (getattr(handler, "__defaults__", None) or (None,))[0]
+    flag = getattr(getattr(runner, "job", None), "interrupted", None)
+    try:
+        return bool(flag()) if callable(flag) else False
+    except Exception:
+        return False
 
 
 def _say(line: str) -> None:

@@ -73,7 +73,8 @@ class Settings:
     ``reset``: run / halt / none after writing. ``erase``: auto / sector / chip.
     ``verify``: crc / read / none. ``options``: extra pyOCD session options.
     ``progress``: draw a progress bar on stderr (None: when stderr is a terminal).
-    ``debug``: show pyOCD's log on stderr.
+    ``debug``: show pyOCD's log on stderr. ``should_stop``: polled between pages; when it
+    returns True the operation stops with a FlashError (the caller's Ctrl-C).
     """
     target: str = ""
     frequency: Optional[int] = None
@@ -84,6 +85,7 @@ class Settings:
     options: Mapping[str, Any] = field(default_factory=dict)
     progress: Optional[bool] = None
     debug: bool = False
+    should_stop: Optional[Callable[[], bool]] = None
 
 
 @dataclass
@@ -245,15 +247,23 @@ def find_probe(wanted: str):
 
 # -- progress ---------------------------------------------------------------------------
 
+class Interrupted(FlashError):
+    """The user stopped the operation (Ctrl-C) between two pages."""
+
+
 class Progress:
-    """A one-line progress bar on stderr, or nothing when stderr is not a terminal."""
+    """A one-line progress bar on stderr, or nothing when stderr is not a terminal.
+
+    pyOCD calls it between pages, which makes it the place to honour ``should_stop``.
+    """
 
     WIDTH = 30
 
-    def __init__(self, enabled: Optional[bool]):
+    def __init__(self, enabled: Optional[bool], should_stop: Optional[Callable[[], bool]] = None):
         if enabled is None:
             enabled = sys.stderr.isatty()
         self.enabled = enabled
+        self.should_stop = should_stop
         self.label = ""
         self._shown = -1
 
@@ -263,6 +273,11 @@ class Progress:
         return self
 
     def __call__(self, fraction: float) -> None:
+        if self.should_stop is not None and self.should_stop():
+            self.done()
+            raise Interrupted(f"interrupted (Ctrl-C) while {self.label or 'working'}: the operation "
+                              "stopped between two pages. The board is not recorded as flashed; run "
+                              "the command again to finish.")
         if not self.enabled:
             return
         percent = max(0, min(100, int(fraction * 100)))
@@ -270,7 +285,7 @@ class Progress:
             return
         self._shown = percent
         filled = self.WIDTH * percent // 100
-        sys.stderr.write(f"\r{self.label:8} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {percent:3d}%")
+        sys.stderr.write(f"\r{self.label:11} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {percent:3d}%")
         sys.stderr.flush()
 
     def done(self) -> None:
@@ -317,7 +332,7 @@ class Board:
         self.probe_id: str = probe.unique_id
         self._probe = probe
         self._session = None
-        self._progress = Progress(settings.progress and not settings.debug)
+        self._progress = Progress(False if settings.debug else settings.progress, settings.should_stop)
         self._logging = contextlib.ExitStack()
 
     # -- connection ---------------------------------------------------------------------
@@ -482,9 +497,9 @@ class Board:
         with translate(self.probe_id, f"flashing {image.source}"):
             for builder in builders:
                 builder.erase(chip_erase=chip_erase, smart_flash=smart, fast_verify=trust_crc,
-                              keep_unwritten=keep, progress_cb=self._progress.phase("erase"))
+                              keep_unwritten=keep, progress_cb=self._progress.phase("erasing"))
                 perfs.append(builder.program(smart_flash=smart, fast_verify=trust_crc, keep_unwritten=keep,
-                                             progress_cb=self._progress.phase("program")))
+                                             progress_cb=self._progress.phase("programming")))
                 if chip_erase == "chip":
                     chip_erase = "sector"     # one mass erase clears every region
             self._progress.done()
@@ -567,7 +582,7 @@ class Board:
             blocks = self._crc_blocks(image) if mode == "crc" else []
             covered = [(block, block + size) for _, block, size in blocks]
             reads = self._crc_mismatches(image, blocks) + _subtract(image.ranges(), covered)
-            progress = self._progress.phase("verify")
+            progress = self._progress.phase("verifying")
             total = sum(hi - lo for lo, hi in reads) or 1
             done = 0
             for lo, hi in sorted(reads):
