@@ -390,6 +390,25 @@ CONVERTERS = {
 }
 
 
+_CONVERT_VARS = ("PYOCD_BASE_ADDRESS", "PYOCD_FILL", "PYOCD_TARGET")
+
+
+def _converter(name: str, builder):
+    """``env.<name>(target, source, **overrides)``: the builder, called with the effective
+    base address, fill and target (command line included) so that changing any of them,
+    ``--base-address`` too, rebuilds the converted file."""
+    def method(env, target=None, source=None, **overrides):
+        if source is None:       # env.HexFromBin('fw.bin'): the one argument is the source
+            target, source = None, target
+        values = resolve(env, overrides)
+        merged = dict(overrides, **{var: "" if values[var] is None else values[var]
+                                     for var in _CONVERT_VARS})
+        return builder(env, target, env.Flatten([source]), **merged)
+    method.__name__ = name
+    method.__doc__ = f"Convert an image ({name}); see docs/images.md."
+    return method
+
+
 # -- the tool ---------------------------------------------------------------------------
 
 def generate(env) -> None:
@@ -398,7 +417,8 @@ def generate(env) -> None:
     for option in opts.OPTIONS:
         default = option.default
         env.SetDefault(**{option.name: dict(default) if isinstance(default, dict) else default})
-    env.Append(BUILDERS=dict(CONVERTERS))
+    for name, builder in CONVERTERS.items():
+        env.AddMethod(_converter(name, builder), name)
     for method in (Flash, Erase, Verify, FlashAliases):
         env.AddMethod(method)
 
