@@ -37,3 +37,18 @@ def shared_firmware():
     if not SHARED_FIRMWARE.is_dir():
         pytest.skip("../shared/firmware is not beside this checkout")
     return SHARED_FIRMWARE
+
+
+@pytest.fixture(scope="session")
+def arm_toolchain():
+    """arm-none-eabi-gcc on PATH: installed with scripts/install-toolchain when we may (root
+    with apt-get, as in CI), skipped only when we cannot."""
+    import shutil
+    import subprocess
+    if shutil.which("arm-none-eabi-gcc"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("arm-none-eabi-gcc is missing and cannot be installed here: run scripts/install-toolchain")
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "install-toolchain")], capture_output=True, text=True)
+    if result.returncode != 0 or not shutil.which("arm-none-eabi-gcc"):
+        pytest.fail("scripts/install-toolchain could not install the toolchain:\n" + result.stdout + result.stderr)
