@@ -174,6 +174,7 @@ LOAD_ERRORS = {
     "duplicate_start.hex": [", line 4: second start address record"],
     "empty.bin": [": the file is empty."],
     "elf_named.bin": [": is an ELF file, not a raw binary", "objcopy -O binary"],
+    "hex_named.bin": [": is Intel HEX text, not a raw binary", "Rename it to .hex"],
 }
 
 FIT_ERRORS = {

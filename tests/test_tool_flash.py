@@ -198,6 +198,16 @@ def test_the_wrong_chip_is_refused_before_any_write(project):
     assert delta["pages_erased"] == delta["halfwords_programmed"] == 0
 
 
+def test_a_target_name_for_another_chip_is_refused_before_any_write(project):
+    # pyOCD's nrf52840 target looks for an access port the STM32 does not have.
+    result, delta = project.counters_after("flash", "--target=nrf52840", check=False)
+    assert "pyOCD could not set up nrf52840 on the chip behind probe sim-a" in result.stderr
+    assert "the chip is probably not a nrf52840. Nothing was written. Check PYOCD_TARGET" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert delta["pages_erased"] == delta["halfwords_programmed"] == delta["mass_erases"] == 0
+    assert project.record_entry() is None
+
+
 @pytest.mark.parametrize("base,size,expect", [
     (FLASH_BASE + 127 * PAGE, 2 * PAGE, "run past the end of"),
     (0x20000000, PAGE, "lie outside"),

@@ -22,6 +22,7 @@ import binascii
 import hashlib
 import io
 import os
+import re
 import struct
 from bisect import bisect_right
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
@@ -265,15 +266,22 @@ def load_image(path: PathLike, base_address: Optional[int] = None, fmt: Optional
     return image
 
 
+#: The first line of an Intel HEX file: a raw binary starting like this is a misnamed .hex.
+_HEX_TEXT = re.compile(rb":(?:[0-9A-Fa-f]{2}){5,}\r?\n")
+
+
 def _read_bin(name: str, data: bytes, base_address) -> Image:
+    if data.startswith(ELF_MAGIC):
+        raise FlashError(f"{name}: is an ELF file, not a raw binary (it starts with '\\x7fELF'). "
+                         "Flash the ELF itself, or make the binary with objcopy -O binary.")
+    if _HEX_TEXT.match(data):
+        raise FlashError(f"{name}: is Intel HEX text, not a raw binary (it starts with an Intel HEX "
+                         "record). Rename it to .hex, or make the binary with objcopy -O binary.")
     if base_address is None:
         raise FlashError(f"{name}: a raw binary has no addresses; set PYOCD_BASE_ADDRESS to where "
                          "it goes (usually the start of flash, 0x08000000 on STM32), or use the "
                          ".hex or ELF file.")
     base = _base(base_address)
-    if data.startswith(ELF_MAGIC):
-        raise FlashError(f"{name}: is an ELF file, not a raw binary (it starts with '\\x7fELF'). "
-                         "Flash the ELF itself, or make the binary with objcopy -O binary.")
     if base + len(data) > ADDRESS_LIMIT:
         raise FlashError(f"{name}: {len(data):,} bytes at PYOCD_BASE_ADDRESS 0x{base:08X} run past "
                          "the 4 GiB address space. Check PYOCD_BASE_ADDRESS and the file.")

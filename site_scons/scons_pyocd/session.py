@@ -365,6 +365,8 @@ class Board:
                 try:
                     session = Session(self._probe, options=self.session_options())
                     session.open()
+                except Exception as exc:
+                    raise self._setup_failure(exc) from None
                 finally:
                     if os.getcwd() != cwd:   # a user-set project_dir made pyOCD chdir
                         os.chdir(cwd)
@@ -372,6 +374,20 @@ class Board:
         except BaseException:
             self._logging.close()
             raise
+
+    def _setup_failure(self, exc: Exception) -> Exception:
+        """pyOCD's own errors go to :func:`translate`; anything else while the session opens
+        (a KeyError for an access port the chip lacks, say) means pyOCD's idea of the target
+        does not fit the chip."""
+        from pyocd.core import exceptions as x
+        if isinstance(exc, (x.Error, OSError)) or type(exc).__name__ == "USBError":
+            return exc
+        target = self.settings.target or "the probe's default target"
+        return FlashError(
+            f"pyOCD could not set up {target} on the chip behind probe {self.probe_id} "
+            f"({type(exc).__name__}: {exc}): the chip is probably not a {target}. Nothing was "
+            "written. Check PYOCD_TARGET (the chip's pyOCD target name) and that the probe is "
+            "wired to the right board; --pyocd-debug shows pyOCD's log.")
 
     def close(self) -> None:
         session, self._session = self._session, None
