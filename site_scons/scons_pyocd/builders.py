@@ -22,7 +22,10 @@ import json
 import optparse
 import os
 import re
+import shlex
 import signal
+import subprocess
+import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import SCons.Action
@@ -329,6 +332,9 @@ def _report_str(target, source, env):
     record = source[0]
     if record.get_state() == SCons.Node.executed:
         return None    # it flashed (or, under -n, would): that line was printed already
+    image = record.sources[0] if record.sources else None
+    if _dry_run() and image is not None and image.always_build:
+        return f"flash is up to date unless a real run changes {image} (see the line above)"
     board = record.get_build_env().get("_PYOCD_BOARD", "")
     if not board:
         return "flash is up to date"
@@ -409,6 +415,120 @@ def _converter(name: str, builder):
     return method
 
 
+# -- external builds --------------------------------------------------------------------
+
+def _shown(argv: Sequence[str]) -> str:
+    return " ".join(shlex.quote(arg) for arg in argv)
+
+
+def _external_action(target, source, env):
+    cwd = env["_EXTERNAL_CHDIR"]
+    for argv in env["_EXTERNAL_COMMANDS"]:
+        shown = _shown(argv)
+        if not os.path.isdir(cwd):
+            raise SCons.Errors.BuildError(
+                node=target[0], exitstatus=2,
+                errstr=f"{cwd}: no such directory, so `{shown}` cannot run there. "
+                       "Check the path given to env.ExternalBuild (chdir, or the targets' folder).")
+        sys.stdout.flush()        # the command line before the command's own output
+        try:
+            status = subprocess.call(argv, cwd=cwd, env=env["_EXTERNAL_ENV"])
+        except OSError as exc:     # not found, not executable
+            raise SCons.Errors.BuildError(
+                node=target[0], exitstatus=2,
+                errstr=f"cannot run `{shown}` in {cwd}: {exc.strerror or exc}. Install {argv[0]} "
+                       "(or put it on PATH), or give its full path in the command.") from None
+        if status != 0:
+            how = (f"was killed by signal {-status}" if status < 0 else f"failed with exit status {status}")
+            raise SCons.Errors.BuildError(
+                node=target[0], exitstatus=2,
+                errstr=f"`{shown}` {how} in {cwd}. Its output is above; run it there by hand to "
+                       "see the whole error. Nothing that depends on it was built or flashed.")
+    missing = [str(t) for t in target if not os.path.exists(t.get_abspath())]
+    if missing:
+        raise SCons.Errors.BuildError(
+            node=target[0], exitstatus=2,
+            errstr=f"`{' && '.join(map(_shown, env['_EXTERNAL_COMMANDS']))}` in {cwd} succeeded but "
+                   f"did not write {', '.join(missing)}. Check that it builds the files given to "
+                   "env.ExternalBuild as targets (its configuration, or the names given).")
+    return None
+
+
+def _external_str(target, source, env):
+    commands = " && ".join(map(_shown, env["_EXTERNAL_COMMANDS"]))
+    if _dry_run():
+        return (f"would run {commands} in {env['_EXTERNAL_CHDIR']} (not run under -n: whether it "
+                f"changes {', '.join(map(str, target))}, and so whether what depends on "
+                f"{'them' if len(target) > 1 else 'it'} is rebuilt or flashed, shows in a real run)")
+    return f"{commands}  (in {env['_EXTERNAL_CHDIR']})"
+
+
+_external_action.strfunction = _external_str
+EXTERNAL_ACTION = SCons.Action.Action(_external_action)
+
+
+def _commands(command) -> List[List[str]]:
+    """One argument list, or several (run in order); a string is split like a shell would,
+    but no shell runs it."""
+    def argv(one) -> List[str]:
+        if isinstance(one, str):
+            return shlex.split(one)
+        out = []
+        for arg in one:
+            if isinstance(arg, (list, tuple)):
+                raise TypeError
+            out.append(arg.get_abspath() if hasattr(arg, "get_abspath") else str(arg))
+        return out
+
+    try:
+        if isinstance(command, (list, tuple)) and command and isinstance(command[0], (list, tuple)):
+            commands = [argv(one) for one in command]
+        else:
+            commands = [argv(command)]
+    except TypeError:
+        commands = []
+    if not commands or not all(commands):
+        raise SCons.Errors.UserError(
+            f"env.ExternalBuild(): the command {command!r} is not an argument list such as "
+            "['make', '-j4'], or a list of them (e.g. [['cmake', '-B', 'out'], ['cmake', '--build', 'out']]).")
+    return commands
+
+
+def ExternalBuild(env, target, command, chdir=None, source=None, ENV=None):
+    """Run an external build (``make``, ``cmake --build``, ...) every time one of ``target``
+    is needed, and let the files' content decide whether what depends on them rebuilds.
+
+    SCons cannot see into another build system, so the command always runs and that
+    build stays in charge of its own dependencies; SCons then compares the content of
+    ``target`` with the last build: a run that rebuilt nothing, or rebuilt identical
+    bytes, leaves dependents (``env.Flash``) up to date.
+
+    ``target``: the file(s) the command writes, named like any SCons target (relative to
+    the SConscript, or absolute). ``command``: an argument list (``['make', '-j4']``) or a
+    list of them, run in order without a shell; a string is split into words, not given to
+    a shell. ``chdir``: where it runs (default: the first target's folder). ``source``:
+    nodes SCons must build first. ``ENV``: the command's environment (default: the one
+    scons was started in, so that the toolchain on PATH is found as when typing the
+    command). Not run under ``scons -n``; its outputs are never removed by ``scons -c``.
+    Returns the target nodes.
+    """
+    targets = env.arg2nodes(env.Flatten([target]), env.File)
+    if not targets:
+        raise SCons.Errors.UserError("env.ExternalBuild() needs the file(s) the command writes as target.")
+    commands = _commands(command)
+    cwd = env.Dir(chdir).get_abspath() if chdir is not None else targets[0].dir.get_abspath()
+    process_env = dict(os.environ if ENV is None else ENV)
+    nodes = env.Command(targets, env.Flatten([source]) if source is not None else [], EXTERNAL_ACTION,
+                        _EXTERNAL_COMMANDS=commands, _EXTERNAL_CHDIR=cwd, _EXTERNAL_ENV=process_env)
+    env.AlwaysBuild(nodes)
+    env.Precious(nodes)      # SCons would delete them before the command runs: make needs them
+    env.NoClean(nodes)       # the other build system owns them (its own 'make clean')
+    env.NoCache(nodes)
+    # Two commands in one folder at once (scons -j) would trip over each other.
+    env.SideEffect(env.Alias(f"external-build:{cwd}"), nodes)
+    return nodes
+
+
 # -- the tool ---------------------------------------------------------------------------
 
 def generate(env) -> None:
@@ -419,7 +539,7 @@ def generate(env) -> None:
         env.SetDefault(**{option.name: dict(default) if isinstance(default, dict) else default})
     for name, builder in CONVERTERS.items():
         env.AddMethod(_converter(name, builder), name)
-    for method in (Flash, Erase, Verify, FlashAliases):
+    for method in (Flash, Erase, Verify, FlashAliases, ExternalBuild):
         env.AddMethod(method)
 
 
