@@ -30,6 +30,7 @@ SCENARIOS = [
                   "the chip's limit, wall time"),
     ("conversions", "bin->hex, hex->bin, ELF->hex against intelhex, 128 KiB and 2 MiB; peak memory "
                     "for 2 MiB (issue 6, scenarios 5 and 7)"),
+    ("noop", "scons flash of an unchanged image vs plain scons and pyocd flash/load (issue 6, scenario 1)"),
 ]
 
 
