@@ -31,6 +31,10 @@ SCENARIOS = [
     ("conversions", "bin->hex, hex->bin, ELF->hex against intelhex, 128 KiB and 2 MiB; peak memory "
                     "for 2 MiB (issue 6, scenarios 5 and 7)"),
     ("noop", "scons flash of an unchanged image vs plain scons and pyocd flash/load (issue 6, scenario 1)"),
+    ("changes", "one-byte change, code shift, two-page change: scons flash vs pyocd flash and the "
+                "founding mass erase + full write (issue 6, scenarios 2 and 3)"),
+    ("full", "the whole image onto an erased chip and onto one holding another image, against the "
+             "chip's limit and the seed's OpenOCD run (issue 6, scenario 4)"),
 ]
 
 
