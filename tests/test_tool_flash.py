@@ -30,10 +30,11 @@ def holds(project, data, address=FLASH_BASE):
 
 def test_first_flash_programs_every_page_and_the_second_is_a_no_op(project):
     result, delta = project.counters_after("flash")
-    assert delta["pages_erased"] == 20 and delta["halfwords_programmed"] == SIZE // 2
+    # An erased chip: one mass erase is cheaper than 20 page erases and loses nothing.
+    assert (delta["mass_erases"], delta["pages_erased"], delta["halfwords_programmed"]) == (1, 0, SIZE // 2)
     assert holds(project, project.data)
     assert result.stdout.strip().splitlines()[-1].startswith(
-        "flash stm32f100rb via sim-a: 20 of 20 pages changed, 20 KiB in ")
+        "flash stm32f100rb via sim-a: mass erase, 20 of 20 pages programmed, 20 KiB in ")
     assert project.record_entry()["valid"]
 
     before = project.board.counters()
@@ -42,6 +43,32 @@ def test_first_flash_programs_every_page_and_the_second_is_a_no_op(project):
     result = project.run("flash")
     assert result.stdout.startswith("flash is up to date (image ")
     assert "board sim-a" in result.stdout
+
+
+def test_auto_erase_never_mass_erases_over_data_outside_the_image(project):
+    project.board.write_flash(FLASH_BASE + 100 * PAGE + 3, b"\x5a")    # someone else's data
+    result, delta = project.counters_after("flash")
+    assert (delta["mass_erases"], delta["pages_erased"]) == (0, 20)
+    assert "20 of 20 pages changed" in result.stdout
+    assert holds(project, project.data)
+    assert project.board.read_flash(FLASH_BASE + 100 * PAGE, 8) == b"\xff\xff\xff\x5a\xff\xff\xff\xff"
+
+
+def test_auto_erase_picks_a_mass_erase_when_every_page_changes_and_the_rest_is_blank(project):
+    project.run("flash")
+    other = random_image(SIZE, seed=2)
+    project.image(other)
+    result, delta = project.counters_after("flash")
+    assert (delta["mass_erases"], delta["pages_erased"], delta["halfwords_programmed"]) == (1, 0, SIZE // 2)
+    assert holds(project, other)
+    # A few pages changed: page erases, never a mass erase.
+    changed = bytearray(other)
+    changed[3 * PAGE] ^= 1
+    changed[11 * PAGE + 5] ^= 1
+    project.image(bytes(changed))
+    result, delta = project.counters_after("flash")
+    assert (delta["mass_erases"], delta["pages_erased"], delta["halfwords_programmed"]) == (0, 2, PAGE)
+    assert holds(project, bytes(changed))
 
 
 def test_one_byte_change_programs_exactly_one_page(project):
@@ -84,7 +111,7 @@ def test_changing_the_probe_flashes_the_other_board_and_keeps_both_up_to_date(pr
     other = Project(project.dir, "sim-b")
     _, delta_b = other.counters_after("flash", "--probe=sim-b")
     assert holds(other, project.data)
-    assert delta_b["pages_erased"] == 20
+    assert delta_b["halfwords_programmed"] == SIZE // 2
     # Back to the first board: it still holds the image and its record says so.
     _, delta_a = project.counters_after("flash", "--probe=sim-a")
     assert delta_a["connects"] == 0
@@ -98,7 +125,7 @@ def test_erase_then_flash_reprograms(project):
     assert project.board.read_flash() == b"\xff" * 128 * 1024
     assert not project.record_entry()["valid"]
     result, delta = project.counters_after("--debug=explain", "flash")
-    assert delta["pages_erased"] == 20 and holds(project, project.data)
+    assert delta["halfwords_programmed"] == SIZE // 2 and holds(project, project.data)
     assert "mass erase by scons erase" in result.stdout        # --debug=explain says why
 
 
@@ -120,12 +147,12 @@ def test_another_project_on_the_same_board_makes_the_first_reflash(project, tmp_
     b.sconstruct(ALIASES)
     b.run("flash")
     result, delta = project.counters_after("--debug=explain", "flash")
-    assert delta["pages_erased"] == 20 and holds(project, project.data)
+    assert delta["halfwords_programmed"] == SIZE // 2 and holds(project, project.data)
     assert "flash of " in result.stdout and str(b.dir) in result.stdout
     _, delta = project.counters_after("flash")
     assert delta["connects"] == 0
     _, delta = b.counters_after("flash")
-    assert delta["pages_erased"] == 20
+    assert delta["halfwords_programmed"] == SIZE // 2
 
 
 def test_verify_passes_then_fails_naming_the_address_after_the_chip_is_altered(project):
@@ -199,13 +226,16 @@ def test_the_wrong_chip_is_refused_before_any_write(project):
 
 
 def test_a_target_name_for_another_chip_is_refused_before_any_write(project):
-    # pyOCD's nrf52840 target looks for an access port the STM32 does not have.
+    # pyOCD's nrf52840 target looks for an access port the STM32 does not have. A .bin goes
+    # to that target's flash start, so the image fits its memory map and the probe is opened.
+    (project.dir / "fw.bin").write_bytes(project.data)
+    project.sconstruct(ALIASES, image="fw.bin")
     result, delta = project.counters_after("flash", "--target=nrf52840", check=False)
     assert "pyOCD could not set up nrf52840 on the chip behind probe sim-a" in result.stderr
     assert "the chip is probably not a nrf52840. Nothing was written. Check PYOCD_TARGET" in result.stderr
     assert "Traceback" not in result.stderr
     assert delta["pages_erased"] == delta["halfwords_programmed"] == delta["mass_erases"] == 0
-    assert project.record_entry() is None
+    assert project.record_entry("fw.bin") is None
 
 
 @pytest.mark.parametrize("base,size,expect", [
@@ -264,7 +294,7 @@ def test_raw_binary_goes_to_the_flash_start_and_elf_to_its_load_addresses(projec
                        f"env.Alias('elf', env.Flash({str(nuttx / 'nuttx')!r}))\n")
     result, delta = project.counters_after("bin")
     data = (nuttx / "nuttx.bin").read_bytes()
-    assert holds(project, data) and delta["pages_erased"] == 39
+    assert holds(project, data) and delta["halfwords_programmed"] == 39 * PAGE // 2
     assert (project.dir / "nuttx.bin.sim-a.flashed").exists()    # beside the SConstruct, not in ../shared
     _, delta = project.counters_after("elf")                        # same bytes from the ELF: nothing to program
     assert delta["connects"] == 1 and delta["halfwords_programmed"] == 0
@@ -273,19 +303,22 @@ def test_raw_binary_goes_to_the_flash_start_and_elf_to_its_load_addresses(projec
 def test_nuttx_v1_v2_v3_program_the_pages_that_differ(project, shared_firmware):
     hexes = [shared_firmware / v / "nuttx.hex" for v in
              ("stm32vldiscovery-nsh-v1", "stm32vldiscovery-nsh-v2", "stm32vldiscovery-nsh-v3-codeshift")]
-    expected_pages = [39, 2, 39]
-    for path, pages in zip(hexes, expected_pages):
+    # v1 onto an erased chip and v3 (every page differs, the rest blank): a mass erase is
+    # cheaper than 39 page erases; v2 differs from v1 in 2 pages: 2 page erases.
+    expected = [(1, 0, 39), (0, 2, 2), (1, 0, 39)]
+    for path, (mass, erased, pages) in zip(hexes, expected):
         (project.dir / "fw.hex").write_bytes(path.read_bytes())
         _, delta = project.counters_after("flash")
-        assert delta["pages_erased"] == pages
-    project.run("verify")
+        assert (delta["mass_erases"], delta["pages_erased"], delta["halfwords_programmed"]) == \
+            (mass, erased, pages * PAGE // 2)
+        project.run("verify")
 
 
 def test_default_probe_is_the_only_one_attached_and_several_are_listed(project, tmp_path):
     project.sconstruct(ALIASES, probe="")
     project.board.erase_flash()                   # sim-a exists: the only board
     _, delta = project.counters_after("flash")
-    assert delta["pages_erased"] == 20
+    assert delta["halfwords_programmed"] == SIZE // 2
     _, delta = project.counters_after("flash")
     assert delta["connects"] == 0
     Project(tmp_path / "x", "sim-second")         # a second board appears
@@ -334,7 +367,7 @@ def test_a_second_process_waits_for_the_probe_lock(project):
         assert project.board.counters()["connects"] == 1       # it has not touched the probe
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert "20 of 20 pages changed" in out
+    assert "20 of 20 pages" in out
     assert project.board.counters()["connects"] == 2
 
 

@@ -146,8 +146,9 @@ OPTIONS: Tuple[Option, ...] = (
     Option("PYOCD_BASE_ADDRESS", "", "Where a raw binary (.bin) is written, e.g. 0x08000000. Empty: the "
            "start of the target's flash. Hex and ELF images carry their own addresses.",
            parse_address, flag="--base-address", metavar="ADDR", in_varlist=True),
-    Option("PYOCD_ERASE", "auto", "auto: erase only the sectors whose content changes, never flash "
-           "outside the image's sectors (a mass erase only when the image covers the whole flash). "
+    Option("PYOCD_ERASE", "auto", "auto: erase only the sectors whose content changes, or a mass "
+           "erase when that is cheaper and every sector outside the image's is already blank; never "
+           "loses data outside the image. "
            "sector: erase and program every sector of the image. chip: mass erase, then program "
            "(erases everything outside the image too).", _choice,
            flag="--erase-mode", choices=("auto", "sector", "chip"), in_varlist=True),

@@ -508,6 +508,11 @@ class Board:
         smart = s.erase == "auto"
         trust_crc = bool(s.options.get("fast_program", True))   # verify follows anyway
         keep = bool(s.options.get("keep_unwritten", True))     # preserve the rest of a touched sector
+        # Only with one flash region: a mass erase may clear every region, and only this
+        # one is checked blank.
+        if s.erase == "auto" and not whole and len(builders) == 1 and len(self.flash_regions()) == 1:
+            with translate(self.probe_id, f"comparing {image.source} with the chip"):
+                chip_erase = self._cheaper_erase(builders[0], trust_crc, keep)
         before_write(None if chip_erase == "chip" else ranges)
         perfs = []
         with translate(self.probe_id, f"flashing {image.source}"):
@@ -530,6 +535,58 @@ class Board:
             chip_erase=any(p.program_type == 2 for p in perfs),   # FlashBuilder.FLASH_CHIP_ERASE
             seconds=sum(p.erase_time + p.program_time for p in perfs),
             verify=s.verify, ranges=ranges)
+
+    def _cheaper_erase(self, builder, trust_crc: bool, keep: bool) -> str:
+        """``'chip'`` when a mass erase then programming the image costs less than erasing and
+        programming the sectors that differ, *and* every sector outside the image's is already
+        erased (so the mass erase loses nothing); ``'sector'`` otherwise.
+
+        Costs are pyOCD's own estimates (the flash region's weights, from the datasheet for
+        our targets), from its smart-flash analysis of the image's pages (an on-chip CRC
+        per page, which the programming step then reuses). The blank check runs only when
+        the mass erase would win: an on-chip CRC of the rest of the flash.
+        """
+        try:   # FlashBuilder internals (pyOCD 0.36-0.46); another pyOCD falls back to 'sector'
+            builder._prepare_sectors_and_pages(keep, True)
+            _, sector_weight = builder._compute_sector_erase_pages_and_weight(trust_crc)
+            _, chip_weight = builder._compute_chip_erase_pages_and_weight()
+            touched = [(sector.addr, sector.addr + sector.size) for sector in builder.sector_list]
+        except AttributeError:
+            return "sector"
+        region = builder.flash.region
+        rest = _subtract([(region.start, region.end + 1)], sorted(touched))
+        check_weight = sum(hi - lo for lo, hi in rest) * BLANK_CHECK_WEIGHT_PER_BYTE
+        LOG.debug("erase estimate: sectors %.3f s, chip %.3f s + blank check %.3f s",
+                  sector_weight, chip_weight, check_weight)
+        if chip_weight + check_weight >= sector_weight:
+            return "sector"
+        return "chip" if self._is_blank(region, rest) else "sector"
+
+    def _is_blank(self, region, ranges: Sequence[Range]) -> bool:
+        """Whether every byte of ``ranges`` (inside ``region``) reads as erased: an on-chip CRC
+        of each analyzer block inside them, reads for the rest."""
+        erased = region.erased_byte_value
+        size = _analyzer_block_size(region)
+        blocks, reads = [], []
+        for lo, hi in ranges:
+            first, last = -(-lo // size) * size, hi // size * size
+            if first >= last:
+                reads.append((lo, hi))
+                continue
+            blocks += [(block, size) for block in range(first, last, size)]
+            reads += [r for r in ((lo, first), (last, hi)) if r[0] < r[1]]
+        for lo, hi in reads:
+            if any(b != erased for b in self.target.read_memory_block8(lo, hi - lo)):
+                return False
+        if not blocks:
+            return True
+        blank_crc = binascii.crc32(bytes([erased]) * size) & 0xFFFFFFFF
+        flash = region.flash
+        flash.init(flash.Operation.VERIFY)
+        try:
+            return all(crc == blank_crc for crc in flash.compute_crcs(blocks))
+        finally:
+            flash.cleanup()
 
     def erase(self, ranges: Optional[Sequence[Range]] = None,
               before_write: BeforeWrite = lambda ranges: None) -> str:
@@ -626,9 +683,7 @@ class Board:
         for region in self.flash_regions():
             if region.flash is None or not getattr(region.flash, "use_analyzer", False):
                 continue
-            size = 1 << max(10, ((region.sector_size or region.blocksize or 1024) - 1).bit_length())
-            while region.end // size >= 0x10000:
-                size <<= 1
+            size = _analyzer_block_size(region)
             for start, data in image.segments:
                 lo, hi = max(start, region.start), min(start + len(data), region.end + 1)
                 for block in range(-(-lo // size) * size, hi - size + 1, size):
@@ -649,6 +704,22 @@ class Board:
             differing += [(block, block + size) for (block, size), crc in zip(group, crcs)
                           if crc != binascii.crc32(image.data_at(block, size)) & 0xFFFFFFFF]
         return differing
+
+
+#: Estimated cost (s) of checking one byte of flash is blank with the on-chip CRC, for
+#: weighing a mass erase against sector erases (pyOCD's analyzer on an STM32F100 at its 8 MHz
+#: reset clock, as the simulated board charges it: about 2 us a byte).
+BLANK_CHECK_WEIGHT_PER_BYTE = 2.0e-6
+
+
+def _analyzer_block_size(region) -> int:
+    """pyOCD's analyzer encodes a block as ``(address // size) << 16 | log2(size)`` in 32 bits,
+    so ``address // size`` must stay below 0x10000: the smallest power of two, at least a
+    sector, that allows it (4 KiB for flash at 0x08000000)."""
+    size = 1 << max(10, ((region.sector_size or region.blocksize or 1024) - 1).bit_length())
+    while region.end // size >= 0x10000:
+        size <<= 1
+    return size
 
 
 def _subtract(ranges: Sequence[Range], holes: Sequence[Range]) -> List[Range]:

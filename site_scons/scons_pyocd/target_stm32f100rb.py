@@ -51,8 +51,11 @@ class STM32F100RB(CoreSightTarget):
     VENDOR = "STMicroelectronics"
 
     MEMORY_MAP = MemoryMap(
+        # Weights (s) from the datasheet, for pyOCD's and the tool's erase choices: page and
+        # mass erase 20 ms (t_ERASE, t_ME), 512 half-words at 52.5 us (t_PROG) per page.
         FlashRegion(start=0x08000000, length=0x20000, blocksize=0x400, is_boot_memory=True,
-                    algo=FLASH_ALGO, erased_byte_value=0xFF),
+                    algo=FLASH_ALGO, erased_byte_value=0xFF, erase_all_weight=0.020,
+                    erase_sector_weight=0.020, program_page_weight=0.027),
         RamRegion(start=0x20000000, length=0x2000),
     )
 
