@@ -35,6 +35,10 @@ SCENARIOS = [
                 "founding mass erase + full write (issue 6, scenarios 2 and 3)"),
     ("full", "the whole image onto an erased chip and onto one holding another image, against the "
              "chip's limit and the seed's OpenOCD run (issue 6, scenario 4)"),
+    ("boards", "N boards (1, 2, 4, 8) flashed by one scons -jN flash: wall time, device time per board "
+               "(issue 6, scenario 6)"),
+    ("memory", "peak memory of scons flash of a full 128 KiB image, against plain scons and pyocd flash "
+               "(issue 6, scenario 7)"),
 ]
 
 
