@@ -20,7 +20,7 @@ from typing import Callable, Optional, Sequence, Tuple
 
 from . import records
 from .errors import FlashError
-from .images import EXTENSIONS, Image, load_image
+from .images import EXTENSIONS, Image, check_fits, load_image
 from .session import Board, Settings, find_probe
 
 Say = Callable[[str], None]
@@ -41,16 +41,64 @@ class Job:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def default_base_address(target: str) -> Optional[int]:
-    """The boot flash start of a pyOCD target, from its class, without connecting (None if unknown)."""
+def _memory_map(target: str):
+    """A pyOCD target's memory map, from its class, without connecting (None if unknown)."""
     if not target:
         return None
     from .session import _pyocd
     _pyocd()
     from pyocd.target import TARGET
-    memory_map = getattr(TARGET.get(target.lower()), "MEMORY_MAP", None)
+    return getattr(TARGET.get(target.lower()), "MEMORY_MAP", None)
+
+
+def default_base_address(target: str) -> Optional[int]:
+    """The boot flash start of a pyOCD target, from its class, without connecting (None if unknown)."""
+    memory_map = _memory_map(target)
     boot = memory_map.get_boot_memory() if memory_map is not None else None
     return boot.start if boot is not None else None
+
+
+def check_target_definition(target: str) -> None:
+    """Refuse, before the probe is opened, a pyOCD definition of a known chip whose flash
+    sectors are not the chip's erase unit (a wrong CMSIS pack, an edited target class).
+
+    Smaller sectors would make every sector erase wipe its neighbours too, data outside
+    the image included, with the image itself verifying fine; larger ones fail mid-flash.
+    """
+    from .targets import IDENTITIES
+    identity = IDENTITIES.get(target.lower()) if target else None
+    memory_map = _memory_map(target) if identity is not None and identity.sector_size else None
+    if memory_map is None:
+        return
+    from pyocd.core.memory_map import MemoryType
+    for region in memory_map.iter_matching_regions(type=MemoryType.FLASH):
+        size = region.sector_size
+        if size and size != identity.sector_size:
+            raise FlashError(
+                f"the pyOCD target definition of {target} declares {size}-byte flash sectors at "
+                f"0x{region.start:08X}, but the {identity.description} erases "
+                f"{identity.sector_size}-byte pages. Nothing was written: with it a flash would "
+                f"{'erase data outside the image' if size < identity.sector_size else 'fail half-way'}. "
+                f"Check where the definition of {target} comes from (a CMSIS pack, pyocd_user.py, "
+                "the SConstruct) and correct its flash sector size.")
+
+
+def _check_fits_offline(image: Image, target: str) -> None:
+    """Refuse an image that does not fit the flash of a chip this tool knows (``IDENTITIES``)
+    before the probe is opened. Other targets are checked once connected (the board checks
+    every time): there a misfit often means a wrong target name, which the connection
+    diagnoses better than a complaint about the image."""
+    from .targets import IDENTITIES
+    if not target or target.lower() not in IDENTITIES:
+        return
+    memory_map = _memory_map(target)
+    if memory_map is None:
+        return
+    from pyocd.core.memory_map import MemoryType
+    regions = [(f"{target} {r.name or 'flash'}", r.start, r.length)
+               for r in memory_map.iter_matching_regions(type=MemoryType.FLASH)]
+    if regions:
+        check_fits(image, regions)
 
 
 def is_raw_binary(path: str) -> bool:
@@ -65,7 +113,9 @@ def _load(path: str, base_address: Optional[int], target: str) -> Optional[Image
         base_address = default_base_address(target)
         if base_address is None:
             return None
-    return load_image(path, base_address)
+    image = load_image(path, base_address)
+    _check_fits_offline(image, target)
+    return image
 
 
 def _first_sentence(exc: Exception) -> str:
@@ -80,6 +130,7 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
           job: Job = Job(), check: bool = False, say: Say = print) -> str:
     """Program the image file ``path``; with ``check``, first compare the chip and program only
     if it differs. Returns the line to print."""
+    check_target_definition(settings.target)
     image = _load(path, base_address, settings.target)
     found = find_probe(probe)
     probe_id = found.unique_id
@@ -142,6 +193,7 @@ def verify(path: str, settings: Settings, probe: str = "", base_address: Optiona
 def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Tuple[int, int]]] = None,
           job: Job = Job(), say: Say = print) -> str:
     """Mass erase (``ranges`` None) or erase the sectors overlapping ``ranges``."""
+    check_target_definition(settings.target)
     found = find_probe(probe)
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
