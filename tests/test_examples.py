@@ -59,13 +59,11 @@ class FakeNuttx:
         self.payload(payload)
 
     def payload(self, data: bytes) -> None:
-        """Write payload.bin, newer than nuttx.bin so that make copies it."""
-        path = self.dir / "payload.bin"
-        path.write_bytes(data)
-        bin_path = self.dir / "nuttx.bin"
-        if bin_path.exists():
-            newer = bin_path.stat().st_mtime + 2
-            os.utime(path, (newer, newer))
+        """Write payload.bin, newer than nuttx.bin (made older) so that make copies it."""
+        (self.dir / "payload.bin").write_bytes(data)
+        if self.bin.exists():
+            older = self.bin.stat().st_mtime - 10
+            os.utime(self.bin, (older, older))
 
     def runs(self) -> int:
         log = self.dir / "runs.log"
