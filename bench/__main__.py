@@ -55,7 +55,7 @@ def _versions() -> dict:
 
 def run(names, quick: bool) -> dict:
     """Run the named scenarios; return what all.json holds."""
-    report = {"quick": quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    report = {"quick": quick, "image_bytes": _common.IMAGE_BYTES, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "machine": {"platform": platform.platform(), "cpus": _cpu_count()},
               "versions": _versions(), "scenarios": {}, "goals": []}
     descriptions = dict(SCENARIOS)
@@ -104,6 +104,9 @@ def main(argv=None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is not met")
     parser.add_argument("--results-dir", type=Path, default=_common.RESULTS,
                         help=f"where the JSON files go (default: {_common.RESULTS})")
+    parser.add_argument("--image-bytes", type=int, default=_common.IMAGE_BYTES, metavar="N",
+                        help="size of the image the scons flash scenarios use (default: %(default)s, the "
+                             "founding scenario's nuttx.bin; at most 131072)")
     args = parser.parse_args(argv)
     if args.list:
         for name, what in SCENARIOS:
@@ -112,7 +115,10 @@ def main(argv=None) -> int:
     unknown = [name for name in args.names if name not in names]
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(names)}")
+    if not 2 <= args.image_bytes <= 128 * 1024:
+        parser.error(f"--image-bytes {args.image_bytes}: give 2 to 131072 (the simulated chip's flash)")
     _common.RESULTS = args.results_dir
+    _common.IMAGE_BYTES = args.image_bytes
     selected = [name for name in names if name in args.names] if args.names else names
     start = time.perf_counter()
     report = run(selected, args.quick)

@@ -11,6 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SITE_SCONS = ROOT / "site_scons"
 SHARED_FIRMWARE = ROOT.parent / "shared" / "firmware"
 RESULTS = ROOT / "bench" / "results"
+#: Size of the image of the ``scons flash`` scenarios (``--image-bytes``): the founding
+#: scenario's nuttx.bin by default.
+IMAGE_BYTES = 78_128
 
 if str(SITE_SCONS) not in sys.path:
     sys.path.insert(0, str(SITE_SCONS))
@@ -38,6 +41,15 @@ def nuttx_sized_image() -> bytes:
         data = v1.read_bytes()
         return (data + data)[:78_128]
     return synthetic_image(78_128)
+
+
+def flash_image() -> bytes:
+    """The image of the ``scons flash`` scenarios: :data:`IMAGE_BYTES` long, NuttX's bytes
+    where there are enough (see :func:`nuttx_sized_image`), random bytes after them."""
+    data = nuttx_sized_image()
+    if IMAGE_BYTES <= len(data):
+        return data[:IMAGE_BYTES]
+    return data + synthetic_image(IMAGE_BYTES - len(data), seed=11)
 
 
 def verdict(met: bool) -> str:

@@ -17,13 +17,13 @@ import tempfile
 from pathlib import Path
 
 from . import _contenders as c
-from ._common import nuttx_sized_image, private_state, write_results
+from ._common import flash_image, private_state, write_results
 
 
 def main(quick: bool = False) -> dict:
     root = private_state()
     scratch = Path(tempfile.mkdtemp(prefix="boards-", dir=root))
-    data = nuttx_sized_image()
+    data = flash_image()
     counts = (1, 2) if quick else (1, 2, 4, 8)
     rows = []
     for n in counts:

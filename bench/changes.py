@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 from . import _contenders as c
-from ._common import SHARED_FIRMWARE, nuttx_sized_image, private_state, synthetic_image, verdict, write_results
+from ._common import SHARED_FIRMWARE, flash_image, private_state, synthetic_image, verdict, write_results
 
 BOARD = "sim-bench"
 PAGE = 1024
@@ -46,18 +46,20 @@ def nuttx(version: str):
     return path.read_bytes() if path.exists() else None
 
 
-def cases():
-    """(label, old, new, where the images come from)."""
-    old = nuttx_sized_image()
+def cases(quick: bool = False):
+    """(label, old, new, where the images come from); ``quick``: not the two-page case."""
+    old = flash_image()
     new = bytearray(old)
     new[len(old) // 2] ^= 0x01
-    yield "one byte, 78,128 B", old, bytes(new), "NuttX v1 x2" if nuttx("v1") else "synthetic"
+    yield f"one byte, {len(old):,} B", old, bytes(new), "NuttX v1 x2" if nuttx("v1") else "synthetic"
     v1, v2, v3 = nuttx("v1"), nuttx("v2"), nuttx("v3-codeshift")
     if v1 and v3:
         yield "code shift, NuttX v1->v3", v1, v3, "NuttX"
     else:   # 56 bytes inserted 2 KiB in: every later page moves
         base = synthetic_image(39_476, seed=3)
         yield "code shift, synthetic", base, base[:2048] + synthetic_image(56, seed=4) + base[2048:], "synthetic"
+    if quick:
+        return
     if v1 and v2:
         yield "two pages, NuttX v1->v2", v1, v2, "NuttX"
     else:
@@ -128,7 +130,7 @@ def main(quick: bool = False) -> dict:
     reference = connect + page
     rows = []
     sources = {}
-    for label, old, new, source in cases():
+    for label, old, new, source in cases(quick):
         sources[label] = source
         rows += measure(scratch, label, old, new, rounds)
 

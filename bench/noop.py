@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from . import _contenders as c
-from ._common import nuttx_sized_image, private_state, verdict, write_results
+from ._common import flash_image, private_state, verdict, write_results
 
 BOARD = "sim-bench"
 
@@ -28,7 +28,7 @@ BOARD = "sim-bench"
 def main(quick: bool = False) -> dict:
     root = private_state()
     scratch = Path(tempfile.mkdtemp(prefix="noop-", dir=root))
-    data = nuttx_sized_image()
+    data = flash_image()
     tool = c.Tree(scratch / "tool", data, [BOARD])
     plain = c.Tree(scratch / "plain", data)
     tool.scons("flash")

@@ -9,10 +9,10 @@ import sys
 from conftest import ROOT
 
 
-def run_bench(tmp_path, *args):
+def run_bench(tmp_path, *args, timeout=120):
     env = dict(os.environ, TMPDIR=str(tmp_path))   # the scenarios' scratch and board dirs
     return subprocess.run([sys.executable, "-m", "bench", *args, "--results-dir", str(tmp_path / "results")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_conversions_and_sim_flash_quick(tmp_path):
@@ -45,3 +45,60 @@ def test_unknown_scenario_is_refused(tmp_path):
     assert out.returncode == 2
     assert "unknown scenario no_such_scenario" in out.stderr
     assert not (tmp_path / "results").exists()
+
+
+SCONS_FLASH_SCENARIOS = ("noop", "changes", "full", "boards", "memory")
+
+
+def test_scons_flash_scenarios_quick_on_a_small_image(tmp_path):
+    """Every scons flash scenario, --quick, on a 4 KiB image: each runs, prints its table and
+    goals, and its figures show the tool doing what it claims (no-op connects nothing; a
+    one-byte change erases and programs one page; every board ends up flashed)."""
+    out = run_bench(tmp_path, *SCONS_FLASH_SCENARIOS, "--quick", "--image-bytes", "4096", timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    for line in ("goal: no-op scons flash <= 10 % or <= 50 ms over plain scons: ",
+                 "goal: no-op scons flash >= 5x faster than pyocd flash of the unchanged image: ",
+                 "goal: one-byte change <= 1.2x (one page erased and programmed + the connect), device time: ",
+                 "goal: one-byte change >= 20x less device time than the founding full reflash: ",
+                 "goal: full image onto an erased chip (scons flash) within 5 % of the chip's limit: "):
+        assert line in text
+    assert " of 5 goals met" in text
+    report = json.loads((tmp_path / "results" / "all.json").read_text())
+    assert report["image_bytes"] == 4096
+    assert set(report["scenarios"]) == set(SCONS_FLASH_SCENARIOS)
+    assert all("results" in s for s in report["scenarios"].values()), report
+    results = {name: s["results"] for name, s in report["scenarios"].items()}
+
+    noop = {r["contender"]: r for r in results["noop"]["rows"]}
+    assert set(noop) == {"plain scons", "scons flash", "pyocd flash", "pyocd load"}
+    assert noop["scons flash"]["connects"] == 0 and noop["scons flash"]["device_s"] == 0
+    assert noop["pyocd flash"]["connects"] == 1 and noop["pyocd flash"]["device_s"] > 0
+
+    one = {r["contender"]: r for r in results["changes"]["rows"] if r["case"] == "one byte, 4,096 B"}
+    assert (one["scons flash"]["pages_erased"], one["scons flash"]["mass_erases"],
+            one["scons flash"]["halfwords_programmed"]) == (1, 0, 512)
+    founding = one["founding (mass erase + all)"]
+    assert (founding["mass_erases"], founding["halfwords_programmed"]) == (1, 4 * 512)
+    assert any(r["case"].startswith("code shift") for r in results["changes"]["rows"])
+
+    full = {(r["start"], r["contender"]): r for r in results["full"]["rows"]}
+    assert set(s for s, _ in full) == {"erased", "another image"}
+    assert all(r["halfwords_programmed"] == 2048 for r in full.values())
+    assert full[("erased", "pyocd flash")]["pages_erased"] == 4
+
+    boards = results["boards"]["rows"]
+    assert [r["boards"] for r in boards] == [1, 2]
+    assert all(len(r["device_s_per_board"]) == r["boards"] and min(r["device_s_per_board"]) > 0 for r in boards)
+
+    memory = {r["run"]: r for r in results["memory"]["rows"]}
+    assert memory["scons flash, 128 KiB, every page"]["halfwords_programmed"] == 65536
+    assert memory["scons flash, 128 KiB, every page"]["peak_mib"] > memory["plain scons (no-op, no tool)"]["peak_mib"] > 0
+    for name in SCONS_FLASH_SCENARIOS:
+        assert (tmp_path / "results" / f"{name}.json").exists()
+
+
+def test_image_bytes_outside_the_flash_is_refused(tmp_path):
+    out = run_bench(tmp_path, "noop", "--image-bytes", "200000")
+    assert out.returncode == 2
+    assert "--image-bytes 200000: give 2 to 131072" in out.stderr
