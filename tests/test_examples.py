@@ -332,3 +332,56 @@ def test_the_sconstruct_before_builds_but_cannot_flash(existing_tree):
     assert (project.dir / "build" / "beacon.hex").exists()
     result = project.run("flash", check=False)
     assert "Do not know how to make File target `flash'" in result.stderr
+
+
+# -- env.ExternalBuild on its own -------------------------------------------------------
+
+GENERATOR = """\
+import sys
+name, text = sys.argv[1], sys.argv[2]
+open(name, 'w').write(text)
+open('runs.log', 'a').write(text + '\\n')
+"""
+
+
+@pytest.fixture
+def external(tmp_path):
+    project = Project(tmp_path / "p", "sim-ext")
+    (project.dir / "ext").mkdir()
+    (project.dir / "ext" / "gen.py").write_text(GENERATOR)
+    return project
+
+
+def test_external_build_arguments_reach_the_command_unchanged_without_a_shell(external):
+    import sys
+    external.sconstruct(f"""
+        out = env.ExternalBuild('ext/out.txt', [{sys.executable!r}, 'gen.py', 'out.txt', 'a b; touch pwned $HOME'])
+        Default(out)
+    """)
+    result = external.run()
+    assert (external.dir / "ext" / "out.txt").read_text() == "a b; touch pwned $HOME"
+    assert not (external.dir / "ext" / "pwned").exists() and not (external.dir / "pwned").exists()
+    assert "'a b; touch pwned $HOME'  (in " in result.stdout       # shown quoted, as typed
+
+
+def test_external_build_runs_several_commands_in_order_in_chdir(external):
+    import sys
+    py = sys.executable
+    external.sconstruct(f"""
+        out = env.ExternalBuild('ext/two.txt', [[{py!r}, 'gen.py', 'one.txt', 'first'],
+                                                [{py!r}, 'gen.py', 'two.txt', 'second']], chdir='ext')
+        Default(out)
+    """)
+    external.run()
+    assert (external.dir / "ext" / "runs.log").read_text() == "first\nsecond\n"
+
+
+@pytest.mark.parametrize("command,message", [
+    ("[]", "env.ExternalBuild(): the command [] is not an argument list such as ['make', '-j4']"),
+    ("[['make'], 'x']", "is not an argument list"),
+    ("['no-such-build-tool-xyz']", "cannot run `no-such-build-tool-xyz` in"),
+], ids=["empty", "mixed", "missing-program"])
+def test_external_build_bad_commands_are_clear_errors(external, command, message):
+    external.sconstruct(f"Default(env.ExternalBuild('ext/out.txt', {command}))\n")
+    result = external.run(check=False)
+    assert message in result.stderr

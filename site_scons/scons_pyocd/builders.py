@@ -167,7 +167,7 @@ def _flash_action(target, source, env):
     try:
         line = operations.flash(source[0].get_abspath(), _settings(values), probe=values["PYOCD_PROBE"],
                                 base_address=values["PYOCD_BASE_ADDRESS"], job=job,
-                                check=values["PYOCD_FLASH_CHECK"], say=_say)
+                                check=values["PYOCD_FLASH_CHECK"], say=_say, force=values["PYOCD_FORCE"])
     except FlashError as exc:
         raise _failed(exc, target[0]) from None
     with open(target[0].get_abspath(), "w") as f:
@@ -482,6 +482,8 @@ def _commands(command) -> List[List[str]]:
 
     try:
         if isinstance(command, (list, tuple)) and command and isinstance(command[0], (list, tuple)):
+            if not all(isinstance(one, (list, tuple)) for one in command):
+                raise TypeError
             commands = [argv(one) for one in command]
         else:
             commands = [argv(command)]
