@@ -189,7 +189,14 @@ def _translated(exc: Exception, probe_id: str, doing: str) -> FlashError:
     if isinstance(exc, x.TimeoutError):
         return FlashError(f"timed out while {doing} via {where} ({text}). Reset or power-cycle the board, "
                           f"check the wiring, and try again. {nothing}")
+    if isinstance(exc, x.DebugError) and "No cores were discovered" in text:
+        # pyOCD swallows the transfer errors of its AP and ROM-table scan and reports this.
+        return FlashError(f"no CPU core answered behind {where} while {doing}: the target stopped "
+                          "answering, or is not powered, held in reset or asleep. Check the target's "
+                          "power and the SWD wiring, reset or power-cycle the board, or try "
+                          f"PYOCD_CONNECT='under-reset' or a lower PYOCD_FREQUENCY. {nothing}")
     if isinstance(exc, x.Error):
+        text = text.rstrip(".!") or type(exc).__name__
         return FlashError(f"pyOCD failed while {doing} via {where}: {text}. Run with --pyocd-debug "
                           f"for pyOCD's log. {nothing}")
     if type(exc).__name__ == "USBError" or isinstance(exc, OSError):
