@@ -71,6 +71,40 @@ def test_auto_erase_picks_a_mass_erase_when_every_page_changes_and_the_rest_is_b
     assert holds(project, bytes(changed))
 
 
+def test_the_record_says_which_pages_changed_and_another_chip_is_compared_instead(project):
+    project.run("flash")
+    entry = project.record_entry()
+    assert entry["chip_uid"] == project.board.identity()["unique_id"] and len(entry["pages"]) == 20
+    project.board.write_flash(FLASH_BASE + 15 * PAGE, b"\x00\x00")      # another tool's write
+
+    def change(data, *pages):
+        data = bytearray(data)
+        for page in pages:
+            data[page * PAGE + 9] ^= 0xFF
+        project.image(bytes(data))
+        return bytes(data)
+
+    # The record knows this chip (its unique id): only the changed page is touched, the chip
+    # is not compared page by page, so the other tool's write goes unnoticed ...
+    data = change(project.data, 7)
+    _, delta = project.counters_after("flash")
+    assert (delta["pages_erased"], delta["halfwords_programmed"]) == (1, PAGE // 2)
+    assert project.board.read_flash(FLASH_BASE + 15 * PAGE, 2) == b"\x00\x00"
+    # ... until scons verify (or --flash-check) looks: then the next flash compares the chip.
+    result = project.run("verify", check=False)
+    assert f"at 0x{FLASH_BASE + 15 * PAGE:08X} the chip holds 0x00" in result.stderr
+    _, delta = project.counters_after("flash")
+    assert (delta["pages_erased"], delta["halfwords_programmed"]) == (1, PAGE // 2) and holds(project, data)
+
+    # Another chip of the same type behind the probe (another unique id): compared, not trusted.
+    project.board.set_identity(unique_id="00112233445566778899aabb")
+    project.board.write_flash(FLASH_BASE + 3 * PAGE, b"\x00")
+    data = change(data, 9)
+    _, delta = project.counters_after("flash")
+    assert (delta["pages_erased"], delta["halfwords_programmed"]) == (2, PAGE) and holds(project, data)
+    project.run("verify")
+
+
 def test_one_byte_change_programs_exactly_one_page(project):
     project.run("flash")
     changed = bytearray(project.data)

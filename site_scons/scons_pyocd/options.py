@@ -158,8 +158,9 @@ OPTIONS: Tuple[Option, ...] = (
     Option("PYOCD_RESET", "run", "After flashing: reset and run, reset and halt, or none (no reset; "
            "the core stays halted).", _choice, flag="--reset", choices=("run", "halt", "none"),
            in_varlist=True),
-    Option("PYOCD_VERIFY", "crc", "After programming, compare the chip with the image: crc (on-chip "
-           "CRC32 of 4 KiB blocks, the image's edges read back), read (read every byte back), none. "
+    Option("PYOCD_VERIFY", "crc", "After programming, compare the chip with the image: crc (the pages "
+           "just programmed, by on-chip CRC32 of 4 KiB blocks and reading back the rest), read (read "
+           "every byte of the image back), none. "
            "True/False mean crc/none. "
            "A mismatch is an error naming the address, and leaves no record.", _choice,
            flag="--verify", choices=("crc", "read", "none"), in_varlist=True,

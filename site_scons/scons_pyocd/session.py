@@ -497,11 +497,18 @@ class Board:
                     builder.add_data(lo, data[lo - start:hi - start])
         return builders
 
-    def flash(self, image: Image, before_write: BeforeWrite = lambda ranges: None) -> FlashResult:
+    def flash(self, image: Image, before_write: BeforeWrite = lambda ranges: None,
+              known: Optional[Mapping[int, str]] = None) -> FlashResult:
         """Program ``image`` per the erase policy, verify it, reset per ``settings.reset``.
 
         Checks (identity, fit) come first; ``before_write`` is called with the ranges
         about to change (None for a mass erase) just before the first write.
+
+        ``known``: what the board record says this chip holds, as :meth:`page_digests` of
+        the image flashed last (only pass it for this very chip, see :meth:`unique_id`).
+        Pages whose digest is unchanged are then not compared on the chip (smart flash's
+        CRC of every page costs more than programming a page or two); pages that differ
+        are erased, programmed and verified. Without it, smart flash compares every page.
         """
         s = self.settings
         self.check_identity()
@@ -515,6 +522,8 @@ class Board:
         smart = s.erase == "auto"
         trust_crc = bool(s.options.get("fast_program", True))   # verify follows anyway
         keep = bool(s.options.get("keep_unwritten", True))     # preserve the rest of a touched sector
+        if known and smart:
+            self._mark_known_pages(image, builders, known, keep)
         # Only with one flash region: a mass erase may clear every region, and only this
         # one is checked blank.
         if s.erase == "auto" and not whole and len(builders) == 1 and len(self.flash_regions()) == 1:
@@ -531,7 +540,7 @@ class Board:
                 if chip_erase == "chip":
                     chip_erase = "sector"     # one mass erase clears every region
             self._progress.done()
-        self.verify(image)
+        self.verify(self._written_part(image, builders) if s.verify == "crc" else image)
         self.reset_after()
         return FlashResult(
             target=self.target_name, probe=self.probe_id,
@@ -542,6 +551,58 @@ class Board:
             chip_erase=any(p.program_type == 2 for p in perfs),   # FlashBuilder.FLASH_CHIP_ERASE
             seconds=sum(p.erase_time + p.program_time for p in perfs),
             verify=s.verify, ranges=ranges)
+
+    def unique_id(self) -> Optional[str]:
+        """The chip's factory unique id (hex), when the target definition says where it is."""
+        expected = IDENTITIES.get(self.target_name.lower())
+        if expected is None or expected.unique_id_address is None:
+            return None
+        with translate(self.probe_id, "reading the chip's unique id"):
+            return bytes(self.target.read_memory_block8(expected.unique_id_address,
+                                                        expected.unique_id_length)).hex()
+
+    def page_digests(self, image: Image) -> Dict[int, str]:
+        """A digest of the image's bytes (and which bytes) in each flash page it touches."""
+        digests: Dict[int, str] = {}
+        for region in self.flash_regions():
+            size = region.blocksize or region.sector_size
+            for page in image.pages(size):
+                if not region.start <= page < region.end:
+                    continue
+                crc = 0
+                for lo, hi in _intersect(image.ranges(), [(page, page + size)]):
+                    crc = binascii.crc32(f"{lo - page}:{hi - lo};".encode(), crc)
+                    crc = binascii.crc32(image.data_at(lo, hi - lo), crc)
+                digests[page] = f"{crc & 0xFFFFFFFF:08x}"
+        return digests
+
+    def _mark_known_pages(self, image: Image, builders: list, known: Mapping[int, str], keep: bool) -> None:
+        """Mark pyOCD's pages as same/not same from the record instead of asking the chip."""
+        digests = self.page_digests(image)
+        try:
+            for builder in builders:
+                builder._prepare_sectors_and_pages(keep, True)
+                for page in builder.page_list:
+                    if page.same is None and page.addr in digests:
+                        page.same = known.get(page.addr) == digests[page.addr]
+        except AttributeError:   # FlashBuilder internals of another pyOCD: smart flash compares
+            return
+
+    @staticmethod
+    def _written_part(image: Image, builders: list) -> Image:
+        """What ``verify='crc'`` must check after programming: the image's bytes in the pages
+        just programmed. The other pages were found equal to the image by smart flash's
+        on-chip CRC (compared with the image's CRC on the host) and were not touched.
+        The whole image when pyOCD does not say which pages it programmed."""
+        try:
+            pages = [(page.addr, page.addr + page.size) for builder in builders
+                     for page in builder.page_list if page.same is not True]
+        except AttributeError:   # FlashBuilder internals of another pyOCD
+            return image
+        segments = []
+        for lo, hi in _intersect(image.ranges(), _merge(pages)):
+            segments.append((lo, image.data_at(lo, hi - lo)))
+        return Image(segments, image.source, image.fmt)
 
     def _cheaper_erase(self, builder, trust_crc: bool, keep: bool) -> str:
         """``'chip'`` when a mass erase then programming the image costs less than erasing and
@@ -727,6 +788,22 @@ def _analyzer_block_size(region) -> int:
     while region.end // size >= 0x10000:
         size <<= 1
     return size
+
+
+def _merge(ranges: Sequence[Range]) -> List[Range]:
+    """Sorted ranges with touching or overlapping ones joined."""
+    out: List[Range] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _intersect(a: Sequence[Range], b: Sequence[Range]) -> List[Range]:
+    """The parts common to two sorted lists of disjoint ranges."""
+    return [(max(lo, blo), min(hi, bhi)) for lo, hi in a for blo, bhi in b if max(lo, blo) < min(hi, bhi)]
 
 
 def _subtract(ranges: Sequence[Range], holes: Sequence[Range]) -> List[Range]:
