@@ -81,4 +81,6 @@ def test_blink_refuses_a_real_probe(clone):
     result = subprocess.run(scons_command() + ["-Q", "blink", "--probe=066DFF485550755187121336"],
                             cwd=clone, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    assert "scons blink runs the simulated board only" in result.stderr
+    assert "scons: *** scons blink runs the simulated board only; 066DFF485550755187121336 is not " \
+        "a simulated probe" in result.stderr
+    assert "Error:" not in result.stderr
