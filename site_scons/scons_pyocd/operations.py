@@ -126,27 +126,11 @@ def _now() -> str:
     return time.strftime("%H:%M:%S")
 
 
-def _known_pages(record: "records.BoardRecord", owner: str, board: Board, chip_uid: Optional[str]):
-    """The page digests of what ``owner`` last flashed onto this very chip, when its record
-    entry is still valid (nothing this tool knows of wrote those pages since); else None."""
-    entry = record.entry(owner) if owner else None
-    if not entry or not entry.get("valid") or not chip_uid or entry.get("chip_uid") != chip_uid \
-            or entry.get("target") != board.target_name or not isinstance(entry.get("pages"), dict):
-        return None
-    try:
-        return {int(address): digest for address, digest in entry["pages"].items()}
-    except (TypeError, ValueError):
-        return None
-
-
 def flash(path: str, settings: Settings, probe: str = "", base_address: Optional[int] = None,
           job: Job = Job(), check: bool = False, say: Say = print, force: bool = False) -> str:
     """Program the image file ``path``; with ``check``, first compare the chip and program only
-    if it differs. Returns the line to print.
-
-    Which pages differ comes from the board record when it holds a valid entry of this
-    job's previous flash onto this very chip (its unique id); with ``check`` or ``force``,
-    or without such an entry, smart flash compares every page on the chip."""
+    if it differs. Returns the line to print. (``force`` changes nothing here: smart flash
+    compares every page with the chip in any case.)"""
     check_target_definition(settings.target)
     image = _load(path, base_address, settings.target)
     found = find_probe(probe)
@@ -156,16 +140,13 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
         with Board.open(settings, found) as board:
             if image is None:
                 image = load_image(path, board.flash_start())
-            chip_uid = board.unique_id()
             facts = dict(image=image.source, image_sha256=image.sha256(), target=board.target_name,
-                         probe=probe_id, options=job.options_digest(), project=job.project,
-                         chip_uid=chip_uid)
+                         probe=probe_id, options=job.options_digest(), project=job.project)
             if check:
                 board.check_identity()
                 board.check_fits(image)
                 if board.compare(image, "crc") is None:
-                    record.claim(job.owner, job.token, board.sectors(image),
-                                 pages={str(a): d for a, d in board.page_digests(image).items()}, **facts)
+                    record.claim(job.owner, job.token, board.sectors(image), **facts)
                     records.remember_resolved_probe(probe, probe_id)
                     return (f"flash is up to date (checked on the chip: image {image.sha256()[:12]}, "
                             f"board {probe_id})")
@@ -176,16 +157,13 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
                 record.invalidate(ranges, started)
                 written.append(ranges)
 
-            known = None if (check or force) else _known_pages(record, job.owner, board, chip_uid)
             try:
-                result = board.flash(image, before_write, known=known)
+                result = board.flash(image, before_write)
             except FlashError as exc:
                 if written:     # say why in the record (and in --debug=explain)
                     record.invalidate(written[0], f"flash of {image.source} failed: {_first_sentence(exc)}")
                 raise
-            record.claim(job.owner, job.token, result.ranges, pages={str(a): d for a, d in
-                                                                      board.page_digests(image).items()},
-                         **facts)
+            record.claim(job.owner, job.token, result.ranges, **facts)
     records.remember_resolved_probe(probe, probe_id)
     return result.summary()
 

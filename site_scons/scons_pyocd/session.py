@@ -497,18 +497,16 @@ class Board:
                     builder.add_data(lo, data[lo - start:hi - start])
         return builders
 
-    def flash(self, image: Image, before_write: BeforeWrite = lambda ranges: None,
-              known: Optional[Mapping[int, str]] = None) -> FlashResult:
+    def flash(self, image: Image, before_write: BeforeWrite = lambda ranges: None) -> FlashResult:
         """Program ``image`` per the erase policy, verify it, reset per ``settings.reset``.
 
         Checks (identity, fit) come first; ``before_write`` is called with the ranges
         about to change (None for a mass erase) just before the first write.
 
-        ``known``: what the board record says this chip holds, as :meth:`page_digests` of
-        the image flashed last (only pass it for this very chip, see :meth:`unique_id`).
-        Pages whose digest is unchanged are then not compared on the chip (smart flash's
-        CRC of every page costs more than programming a page or two); pages that differ
-        are erased, programmed and verified. Without it, smart flash compares every page.
+        Smart flash compares every page of the image with the chip (on-chip CRC) and
+        programs those that differ; ``verify='crc'`` then checks the pages programmed. The
+        board record is never trusted for this: a board rewritten behind the tool's back
+        must not be reported as verified.
         """
         s = self.settings
         self.check_identity()
@@ -522,8 +520,6 @@ class Board:
         smart = s.erase == "auto"
         trust_crc = bool(s.options.get("fast_program", True))   # verify follows anyway
         keep = bool(s.options.get("keep_unwritten", True))     # preserve the rest of a touched sector
-        if known and smart:
-            self._mark_known_pages(image, builders, known, keep)
         # Only with one flash region: a mass erase may clear every region, and only this
         # one is checked blank.
         if s.erase == "auto" and not whole and len(builders) == 1 and len(self.flash_regions()) == 1:
@@ -551,42 +547,6 @@ class Board:
             chip_erase=any(p.program_type == 2 for p in perfs),   # FlashBuilder.FLASH_CHIP_ERASE
             seconds=sum(p.erase_time + p.program_time for p in perfs),
             verify=s.verify, ranges=ranges)
-
-    def unique_id(self) -> Optional[str]:
-        """The chip's factory unique id (hex), when the target definition says where it is."""
-        expected = IDENTITIES.get(self.target_name.lower())
-        if expected is None or expected.unique_id_address is None:
-            return None
-        with translate(self.probe_id, "reading the chip's unique id"):
-            return bytes(self.target.read_memory_block8(expected.unique_id_address,
-                                                        expected.unique_id_length)).hex()
-
-    def page_digests(self, image: Image) -> Dict[int, str]:
-        """A digest of the image's bytes (and which bytes) in each flash page it touches."""
-        digests: Dict[int, str] = {}
-        for region in self.flash_regions():
-            size = region.blocksize or region.sector_size
-            for page in image.pages(size):
-                if not region.start <= page < region.end:
-                    continue
-                crc = 0
-                for lo, hi in _intersect(image.ranges(), [(page, page + size)]):
-                    crc = binascii.crc32(f"{lo - page}:{hi - lo};".encode(), crc)
-                    crc = binascii.crc32(image.data_at(lo, hi - lo), crc)
-                digests[page] = f"{crc & 0xFFFFFFFF:08x}"
-        return digests
-
-    def _mark_known_pages(self, image: Image, builders: list, known: Mapping[int, str], keep: bool) -> None:
-        """Mark pyOCD's pages as same/not same from the record instead of asking the chip."""
-        digests = self.page_digests(image)
-        try:
-            for builder in builders:
-                builder._prepare_sectors_and_pages(keep, True)
-                for page in builder.page_list:
-                    if page.same is None and page.addr in digests:
-                        page.same = known.get(page.addr) == digests[page.addr]
-        except AttributeError:   # FlashBuilder internals of another pyOCD: smart flash compares
-            return
 
     @staticmethod
     def _written_part(image: Image, builders: list) -> Image:

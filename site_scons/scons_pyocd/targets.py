@@ -24,17 +24,13 @@ class ChipIdentity(NamedTuple):
     #: The chip's erase unit (page) in bytes: a target definition declaring other flash
     #: sectors would erase data outside the image, or fail mid-flash.
     sector_size: Optional[int] = None
-    #: Where the chip's factory-programmed unique id is (96 bits on STM32): tells this board
-    #: from another of the same type, so the board record's page list may be trusted.
-    unique_id_address: Optional[int] = None
-    unique_id_length: int = 12
 
 
 IDENTITIES = {
     # RM0041: DBGMCU_IDCODE DEV_ID 0x420 (value line, low/medium density); F_SIZE in KiB;
     # 1 KiB pages.
     "stm32f100rb": ChipIdentity(0xE0042000, 0xFFF, 0x420, 0x1FFFF7E0, 128,
-                                "STM32F100RB (value line, 128 KiB flash)", 1024, 0x1FFFF7E8),
+                                "STM32F100RB (value line, 128 KiB flash)", 1024),
     # RM0008: DEV_ID 0x414 high density (the F103RC is 256 KiB), 2 KiB pages.
     "stm32f103rc": ChipIdentity(0xE0042000, 0xFFF, 0x414, 0x1FFFF7E0, 256,
                                 "STM32F103RC (high density, 256 KiB flash)", 2048),
