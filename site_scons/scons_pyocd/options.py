@@ -150,7 +150,8 @@ OPTIONS: Tuple[Option, ...] = (
            "erase when that is cheaper and every sector outside the image's is already blank; never "
            "loses data outside the image. "
            "sector: erase and program every sector of the image. chip: mass erase, then program "
-           "(erases everything outside the image too).", _choice,
+           "(erases every page the image does not touch; bytes beside the image in the pages it "
+           "touches are read first and written back).", _choice,
            flag="--erase-mode", choices=("auto", "sector", "chip"), in_varlist=True),
     Option("PYOCD_CONNECT", "halt", "How to connect: halt the running core, hold it under reset "
            "(for firmware that disables SWD or sleeps), or attach without halting.", _choice,
