@@ -167,7 +167,7 @@ def _flash_action(target, source, env):
     try:
         line = operations.flash(source[0].get_abspath(), _settings(values), probe=values["PYOCD_PROBE"],
                                 base_address=values["PYOCD_BASE_ADDRESS"], job=job,
-                                check=values["PYOCD_FLASH_CHECK"], say=_say, force=values["PYOCD_FORCE"])
+                                check=values["PYOCD_FLASH_CHECK"], say=_say)
     except FlashError as exc:
         raise _failed(exc, target[0]) from None
     with open(target[0].get_abspath(), "w") as f:
@@ -423,34 +423,30 @@ def _shown(argv: Sequence[str]) -> str:
 
 def _external_action(target, source, env):
     cwd = env["_EXTERNAL_CHDIR"]
+    if not os.path.isdir(cwd):
+        raise _failed(FlashError(
+            f"{cwd}: no such directory, so `{_shown(env['_EXTERNAL_COMMANDS'][0])}` cannot run there. "
+            "Check the path given to env.ExternalBuild (chdir, or the targets' folder)."), target[0])
     for argv in env["_EXTERNAL_COMMANDS"]:
         shown = _shown(argv)
-        if not os.path.isdir(cwd):
-            raise SCons.Errors.BuildError(
-                node=target[0], exitstatus=2,
-                errstr=f"{cwd}: no such directory, so `{shown}` cannot run there. "
-                       "Check the path given to env.ExternalBuild (chdir, or the targets' folder).")
         sys.stdout.flush()        # the command line before the command's own output
         try:
             status = subprocess.call(argv, cwd=cwd, env=env["_EXTERNAL_ENV"])
         except OSError as exc:     # not found, not executable
-            raise SCons.Errors.BuildError(
-                node=target[0], exitstatus=2,
-                errstr=f"cannot run `{shown}` in {cwd}: {exc.strerror or exc}. Install {argv[0]} "
-                       "(or put it on PATH), or give its full path in the command.") from None
+            raise _failed(FlashError(
+                f"cannot run `{shown}` in {cwd}: {exc.strerror or exc}. Install {argv[0]} "
+                "(or put it on PATH), or give its full path in the command."), target[0]) from None
         if status != 0:
             how = (f"was killed by signal {-status}" if status < 0 else f"failed with exit status {status}")
-            raise SCons.Errors.BuildError(
-                node=target[0], exitstatus=2,
-                errstr=f"`{shown}` {how} in {cwd}. Its output is above; run it there by hand to "
-                       "see the whole error. Nothing that depends on it was built or flashed.")
+            raise _failed(FlashError(
+                f"`{shown}` {how} in {cwd}. Its output is above; run it there by hand to "
+                "see the whole error. Nothing that depends on it was built or flashed."), target[0])
     missing = [str(t) for t in target if not os.path.exists(t.get_abspath())]
     if missing:
-        raise SCons.Errors.BuildError(
-            node=target[0], exitstatus=2,
-            errstr=f"`{' && '.join(map(_shown, env['_EXTERNAL_COMMANDS']))}` in {cwd} succeeded but "
-                   f"did not write {', '.join(missing)}. Check that it builds the files given to "
-                   "env.ExternalBuild as targets (its configuration, or the names given).")
+        raise _failed(FlashError(
+            f"`{' && '.join(map(_shown, env['_EXTERNAL_COMMANDS']))}` in {cwd} succeeded but "
+            f"did not write {', '.join(missing)}. Check that it builds the files given to "
+            "env.ExternalBuild as targets (its configuration, or the names given)."), target[0])
     return None
 
 

@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence, Tuple
 from . import records
 from .errors import FlashError
 from .images import EXTENSIONS, Image, check_fits, load_image
-from .session import Board, Settings, find_probe
+from .session import Board, Settings, find_probe, fit_regions
 
 Say = Callable[[str], None]
 
@@ -95,8 +95,7 @@ def _check_fits_offline(image: Image, target: str) -> None:
     if memory_map is None:
         return
     from pyocd.core.memory_map import MemoryType
-    regions = [(f"{target} {r.name or 'flash'}", r.start, r.length)
-               for r in memory_map.iter_matching_regions(type=MemoryType.FLASH)]
+    regions = fit_regions(target, memory_map.iter_matching_regions(type=MemoryType.FLASH))
     if regions:
         check_fits(image, regions)
 
@@ -127,10 +126,9 @@ def _now() -> str:
 
 
 def flash(path: str, settings: Settings, probe: str = "", base_address: Optional[int] = None,
-          job: Job = Job(), check: bool = False, say: Say = print, force: bool = False) -> str:
+          job: Job = Job(), check: bool = False, say: Say = print) -> str:
     """Program the image file ``path``; with ``check``, first compare the chip and program only
-    if it differs. Returns the line to print. (``force`` changes nothing here: smart flash
-    compares every page with the chip in any case.)"""
+    if it differs. Returns the line to print."""
     check_target_definition(settings.target)
     image = _load(path, base_address, settings.target)
     found = find_probe(probe)

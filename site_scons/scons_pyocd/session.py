@@ -21,7 +21,6 @@ import contextlib
 import logging
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -436,21 +435,15 @@ class Board:
 
     def check_fits(self, image: Image) -> None:
         """Refuse an image with any byte outside the target's flash (nothing written)."""
-        check_fits(image, [(f"{self.target_name} {r.name or 'flash'}", r.start, r.length)
-                           for r in self.flash_regions()])
+        check_fits(image, fit_regions(self.target_name, self.flash_regions()))
 
     def sectors(self, image: Image) -> List[Range]:
         """The sector-aligned ranges an image's data falls in (merged)."""
-        ranges: List[Range] = []
+        pages: List[Range] = []
         for region in self.flash_regions():
             size = region.sector_size or region.blocksize
-            for page in image.pages(size):
-                if region.start <= page < region.end:
-                    if ranges and ranges[-1][1] == page:
-                        ranges[-1] = (ranges[-1][0], page + size)
-                    else:
-                        ranges.append((page, page + size))
-        return ranges
+            pages += [(page, page + size) for page in image.pages(size) if region.start <= page < region.end]
+        return _merge(pages)
 
     # -- identity -----------------------------------------------------------------------
     def check_identity(self) -> str:
@@ -595,26 +588,12 @@ class Board:
         of each analyzer block inside them, reads for the rest."""
         erased = region.erased_byte_value
         size = _analyzer_block_size(region)
-        blocks, reads = [], []
-        for lo, hi in ranges:
-            first, last = -(-lo // size) * size, hi // size * size
-            if first >= last:
-                reads.append((lo, hi))
-                continue
-            blocks += [(block, size) for block in range(first, last, size)]
-            reads += [r for r in ((lo, first), (last, hi)) if r[0] < r[1]]
-        for lo, hi in reads:
+        blocks = [(block, size) for lo, hi in ranges for block in _whole_blocks(lo, hi, size)]
+        for lo, hi in _subtract(ranges, [(block, block + size) for block, _ in blocks]):
             if any(b != erased for b in self.target.read_memory_block8(lo, hi - lo)):
                 return False
-        if not blocks:
-            return True
         blank_crc = binascii.crc32(bytes([erased]) * size) & 0xFFFFFFFF
-        flash = region.flash
-        flash.init(flash.Operation.VERIFY)
-        try:
-            return all(crc == blank_crc for crc in flash.compute_crcs(blocks))
-        finally:
-            flash.cleanup()
+        return all(crc == blank_crc for crc in _chip_crcs(region, blocks)) if blocks else True
 
     def erase(self, ranges: Optional[Sequence[Range]] = None,
               before_write: BeforeWrite = lambda ranges: None) -> str:
@@ -701,12 +680,8 @@ class Board:
         return None
 
     def _crc_blocks(self, image: Image) -> List[Tuple[Any, int, int]]:
-        """``(region, address, size)`` of each analyzer block lying entirely inside the image.
-
-        pyOCD's analyzer encodes a block as ``(address // size) << 16 | log2(size)`` in 32
-        bits, so ``address // size`` must stay below 0x10000: the block is the smallest
-        power of two, at least a sector, that allows it (4 KiB for flash at 0x08000000).
-        """
+        """``(region, address, size)`` of each analyzer block (:func:`_analyzer_block_size`)
+        lying entirely inside the image."""
         blocks = []
         for region in self.flash_regions():
             if region.flash is None or not getattr(region.flash, "use_analyzer", False):
@@ -714,8 +689,7 @@ class Board:
             size = _analyzer_block_size(region)
             for start, data in image.segments:
                 lo, hi = max(start, region.start), min(start + len(data), region.end + 1)
-                for block in range(-(-lo // size) * size, hi - size + 1, size):
-                    blocks.append((region, block, size))
+                blocks += [(region, block, size) for block in _whole_blocks(lo, hi, size)]
         return blocks
 
     def _crc_mismatches(self, image: Image, blocks: List[Tuple[Any, int, int]]) -> List[Range]:
@@ -723,12 +697,7 @@ class Board:
         differing: List[Range] = []
         for region in {id(r): r for r, _, _ in blocks}.values():
             group = [(block, size) for r, block, size in blocks if r is region]
-            flash = region.flash
-            flash.init(flash.Operation.VERIFY)
-            try:
-                crcs = flash.compute_crcs(group)
-            finally:
-                flash.cleanup()
+            crcs = _chip_crcs(region, group)
             differing += [(block, block + size) for (block, size), crc in zip(group, crcs)
                           if crc != binascii.crc32(image.data_at(block, size)) & 0xFFFFFFFF]
         return differing
@@ -748,6 +717,26 @@ def _analyzer_block_size(region) -> int:
     while region.end // size >= 0x10000:
         size <<= 1
     return size
+
+
+def fit_regions(name: str, regions) -> List[Tuple[str, int, int]]:
+    """``(name, start, length)`` of flash regions, as :func:`images.check_fits` takes them."""
+    return [(f"{name} {r.name or 'flash'}", r.start, r.length) for r in regions]
+
+
+def _whole_blocks(lo: int, hi: int, size: int) -> range:
+    """Addresses of the ``size``-aligned blocks lying entirely inside ``[lo, hi)``."""
+    return range(-(-lo // size) * size, hi - size + 1, size)
+
+
+def _chip_crcs(region, blocks: Sequence[Tuple[int, int]]) -> List[int]:
+    """The on-chip CRC32 (pyOCD's analyzer) of each ``(address, size)`` block of ``region``."""
+    flash = region.flash
+    flash.init(flash.Operation.VERIFY)
+    try:
+        return list(flash.compute_crcs(blocks))
+    finally:
+        flash.cleanup()
 
 
 def _merge(ranges: Sequence[Range]) -> List[Range]:
