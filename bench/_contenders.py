@@ -145,6 +145,11 @@ def founding(board: str, path: Path) -> Run:
     return pyocd_cli(board, path, "flash", "-e", "chip", "-O", "smart_flash=false")
 
 
+def erased_label(row: Dict, unit: str = "") -> str:
+    """The table's 'erased' column: 'mass' for a mass erase, else the pages erased."""
+    return "mass" if row["mass_erases"] else f"{row['pages_erased']:.0f}{unit}"
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

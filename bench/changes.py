@@ -143,7 +143,7 @@ def main(quick: bool = False) -> dict:
           f"wall time: median of {rounds}")
     print(f"{'case':26} {'contender':28} {'differ':>6} {'erased':>6} {'progr.':>6} {'device s':>9} {'wall s':>7}")
     for r in rows:
-        erased = "mass" if r["mass_erases"] else f"{r['pages_erased']:.0f}"
+        erased = c.erased_label(r)
         print(f"{r['case']:26} {r['contender']:28} {r['pages_differing']:6d} {erased:>6} "
               f"{r['pages_programmed']:6.0f} {r['device_s']:9.3f} {r['wall_s']:7.2f}")
     for label in sources:

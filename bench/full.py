@@ -87,7 +87,7 @@ def main(quick: bool = False) -> dict:
           f"{limit:.3f} s, seed OpenOCD {SEED_OPENOCD_S} s; wall: median of {rounds}")
     print(f"{'chip held':16} {'contender':28} {'erased':>6} {'device s':>9} {'/limit':>7} {'/seed':>6} {'wall s':>7}")
     for r in rows:
-        erased = "mass" if r["mass_erases"] else f"{r['pages_erased']:.0f}p"
+        erased = c.erased_label(r, "p")
         print(f"{r['start']:16} {r['contender']:28} {erased:>6} {r['device_s']:9.3f} {r['ratio_to_limit']:7.3f} "
               f"{r['ratio_to_seed']:6.3f} {r['wall_s']:7.2f}")
     ours = next(r for r in rows if r["start"] == "erased" and r["contender"] == "scons flash")

@@ -6,7 +6,6 @@ and we are root (as in CI), it is installed with scripts/install-toolchain
 rather than skipped.
 """
 
-import os
 import re
 import shutil
 import subprocess
@@ -35,22 +34,6 @@ def _scons_command():
     if found is None:
         pytest.skip("scons is not installed (pip install -e '.[test]')")
     return [found]
-
-
-@pytest.fixture(scope="module")
-def toolchain():
-    """Make sure arm-none-eabi-gcc is there: install it when we may, skip only when we cannot."""
-    if shutil.which("arm-none-eabi-gcc"):
-        return
-    if os.geteuid() != 0:
-        pytest.skip("arm-none-eabi-gcc is missing and we are not root: run scripts/install-toolchain")
-    if not shutil.which("apt-get"):
-        pytest.skip("arm-none-eabi-gcc is missing and there is no apt-get to install it with")
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "install-toolchain")],
-                            capture_output=True, text=True)
-    if result.returncode != 0 or not shutil.which("arm-none-eabi-gcc"):
-        pytest.fail("scripts/install-toolchain could not install the toolchain:\n"
-                    + result.stdout + result.stderr)
 
 
 class Blinky:
@@ -96,7 +79,7 @@ def _copy(tmp_path, name="blinky"):
 
 
 @pytest.fixture
-def blinky(tmp_path, toolchain):
+def blinky(tmp_path, arm_toolchain):
     """A freshly built private copy of the example."""
     b = _copy(tmp_path)
     b.first_output = b.scons().stdout
