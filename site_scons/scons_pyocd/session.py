@@ -508,7 +508,7 @@ class Connection:
                 return region.sector_size or region.blocksize
         raise FlashError(f"0x{address:08X} is not in the flash of {self.target_name}.")
 
-    def _pages(self, image: Image) -> List[Range]:
+    def pages(self, image: Image) -> List[Range]:
         """Every flash page the image touches, as (start, end)."""
         pages: List[Range] = []
         for region in self.flash_regions():
@@ -523,7 +523,7 @@ class Connection:
         crcs: Dict[int, int] = {}
         differing: List[int] = []
         with translate(self.probe_id, f"comparing {image.source} with the chip"):
-            for lo, hi in self._pages(image):
+            for lo, hi in self.pages(image):
                 data = bytes(self.target.read_memory_block8(lo, hi - lo))
                 crcs[lo] = binascii.crc32(data) & 0xFFFFFFFF
                 if _first_difference(image, lo, data, image.data_at(lo, hi - lo)) is not None:
@@ -537,7 +537,7 @@ class Connection:
         written: Dict[int, bytes] = {}
         covered = image.ranges()
         with translate(self.probe_id, f"reading back {image.source}"):
-            for lo, hi in self._pages(image):
+            for lo, hi in self.pages(image):
                 if _subtract([(lo, hi)], covered):
                     data = bytes(self.target.read_memory_block8(lo, hi - lo))
                 else:
