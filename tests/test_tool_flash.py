@@ -145,7 +145,7 @@ def test_erase_then_flash_reprograms(project):
 
 
 def test_erase_of_an_address_range_erases_those_sectors_only(project):
-    project.sconstruct(ALIASES + "env.Erase('erase-some', PYOCD_ERASE_RANGES='0x08000400+0x800')\n")
+    project.sconstruct(ALIASES + "env.Alias('erase-some', env.Erase(PYOCD_ERASE_RANGES='0x08000400+0x800'))\n")
     project.run("flash")
     result, delta = project.counters_after("erase-some")
     assert (delta["pages_erased"], delta["mass_erases"]) == (2, 0)

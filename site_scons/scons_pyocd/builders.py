@@ -226,19 +226,24 @@ FLASH_BUILDER = SCons.Builder.Builder(action=SCons.Action.Action("$FLASHCOM", "$
 
 # -- Verify and Erase -------------------------------------------------------------------
 
-def _alias_emitter(kind: str, default: str):
+def _alias_emitter(kind: str):
+    """Verify and Erase targets are aliases that run an action: ``<image>.<probe>.verify``,
+    ``<image>.<probe>.erase``, or for an erase without an image ``pyocd-erase:<probe>``
+    (mass erase) / ``pyocd-erase:<probe>:<ranges>``, unless a target is given."""
     def emitter(target, source, env):
         values = resolve(env)
-        if kind == "Verify":
+        if kind == "Verify" or len(source) > 1:
             _one_image(source, kind)
-        elif len(source) > 1:
-            _one_image(source, kind)
-        name = str(target[0]) if target else default.format(probe=_probe_key(values))
+        if target:
+            name = str(target[0])
+        else:
+            ranges = values["PYOCD_ERASE_RANGES"]
+            name = f"pyocd-erase:{_probe_key(values)}" + (
+                "" if ranges is None else ":" + ",".join(f"{lo:x}-{hi:x}" for lo, hi in ranges))
         node = SCons.Node.Alias.default_ans.Alias(name)
         node.convert()       # an alias that runs an action, as env.Alias(name, [], action) makes
-        nodes = [node]
-        _guard(env, nodes, values)
-        return nodes, source
+        _guard(env, [node], values)
+        return [node], source
     return emitter
 
 
@@ -268,7 +273,7 @@ _verify_action.strfunction = _verify_str
 VERIFYCOM = SCons.Action.Action(_verify_action, "$VERIFYCOMSTR")
 VERIFY_BUILDER = SCons.Builder.Builder(action=SCons.Action.Action("$VERIFYCOM", "$VERIFYCOMSTR"),
                                        target_factory=SCons.Node.Alias.default_ans.Alias,
-                                       emitter=_alias_emitter("Verify", ""), suffix=_image_suffix("verify"))
+                                       emitter=_alias_emitter("Verify"), suffix=_image_suffix("verify"))
 
 
 def _erase_action(target, source, env):
@@ -301,7 +306,7 @@ _erase_action.strfunction = _erase_str
 ERASECOM = SCons.Action.Action(_erase_action, "$ERASECOMSTR")
 ERASE_BUILDER = SCons.Builder.Builder(action=SCons.Action.Action("$ERASECOM", "$ERASECOMSTR"),
                                       target_factory=SCons.Node.Alias.default_ans.Alias,
-                                      emitter=_alias_emitter("Erase", "pyocd-erase:{probe}"),
+                                      emitter=_alias_emitter("Erase"),
                                       suffix=_image_suffix("erase"))
 
 
