@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "site_scons" / "scons_pyocd"
-ERRORS = {"FlashError", "UserError", "Interrupted"}
+ERRORS = {"FlashError", "UserError", "user_error", "Interrupted"}
 #: Where each source's messages must be documented.
 SOURCES = {
     "troubleshooting.md": [PACKAGE / name for name in ("builders.py", "operations.py", "session.py",

@@ -21,11 +21,11 @@ line names them (``scons erase flash`` erases, then flashes).
 """
 
 import json
-import optparse
 import os
 import shlex
 import subprocess
 import sys
+import types
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import SCons.Action
@@ -34,62 +34,154 @@ import SCons.Errors
 import SCons.Node.Alias
 import SCons.Script
 
+from . import command_line
 from . import interrupt
 from . import options as opts
 from . import records
 from .errors import FlashError
 
-_cli_ready = False
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+# -- where the user's SConstruct called us ------------------------------------------------
+
+def _ours(filename: str) -> bool:
+    path = os.path.abspath(filename)
+    return (path.startswith(_PACKAGE_DIR + os.sep)
+            or (os.path.basename(os.path.dirname(path)) == "site_tools"
+                and os.path.basename(path) in ("pyocd_tool.py", "pyocd.py")))
+
+
+def _user_frame():
+    """The frame of the SConstruct or SConscript line that called into the tool: SCons's own
+    rule for locating an error (the innermost frame outside SCons), skipping the tool's
+    frames too. None when there is none (an action running at build time)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not (_ours(name) or f"{os.sep}SCons{os.sep}" in name or name.startswith("<")):
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def user_error(message: str) -> SCons.Errors.UserError:
+    """A UserError that SCons reports at the user's SConstruct line.
+
+    SCons prints ``scons: *** <message>`` and the file and line of the innermost
+    traceback frame outside SCons, which would be this tool's. The error carries a
+    traceback that ends at the user's frame (:func:`_user_frame`), so that frame is
+    the innermost: ``File "/home/me/fw/SConstruct", line 7, in <module>``.
+    """
+    error = SCons.Errors.UserError(message)
+    frame = _user_frame()
+    if frame is not None:
+        error = error.with_traceback(types.TracebackType(None, frame, frame.f_lasti, frame.f_lineno))
+    return error
+
+
+def warn(message: str) -> None:
+    """A warning as SCons prints its own (``scons: warning: ...`` and the user's file and line)."""
+    frame = _user_frame()
+    where = (f'File "{frame.f_code.co_filename}", line {frame.f_lineno}, in {frame.f_code.co_name}\n'
+             if frame is not None else "")
+    sys.stderr.write(f"\nscons: warning: {message}\n{where}")
+    sys.stderr.flush()
+
+
+_WARNED: set = set()
+
+
+def _check_names(env, overrides: Dict[str, Any]) -> None:
+    """Warn, once per name, about ``PYOCD_*`` variables the tool does not know (a typo is
+    otherwise ignored without a word), naming the closest known one."""
+    try:
+        names = [k for k in env.Dictionary() if k.startswith("PYOCD_")]
+    except Exception:       # not an SCons environment (a plain dict in a test)
+        names = []
+    names += [k for k in overrides if isinstance(k, str)]
+    for name, closest in opts.unknown_variables(names):
+        if name in _WARNED:
+            continue
+        _WARNED.add(name)
+        hint = f"did you mean {closest}?" if closest else "scons -h lists the tool's variables."
+        warn(f"{name} is not a variable of scons-pyocd and is ignored; {hint}")
 
 
 # -- options ----------------------------------------------------------------------------
 
 def add_command_line_options() -> None:
-    """Declare the table's command-line options and its ``scons -h`` text, once a process."""
-    global _cli_ready
-    if _cli_ready:
-        return
-    _cli_ready = True
-    for option in opts.OPTIONS:
-        if not option.flag:
-            continue
-        kwargs: Dict[str, Any] = dict(dest=option.dest, default=None, help=option.help)
-        if option.switch:
-            kwargs["action"] = "store_true"
-        else:
-            kwargs.update(action="store", type="string", nargs=1, metavar=option.metavar or "VALUE")
-            if option.choices:
-                kwargs["help"] += f" One of: {', '.join(option.choices)}."
-        try:
-            SCons.Script.AddOption(option.flag, **kwargs)
-        except optparse.OptionConflictError:
-            pass     # the SConstruct declared this flag itself: it keeps it
-    SCons.Script.Help(opts.help_text(), append=True, local_only=True)
-
-
-def _cli(dest: str) -> Any:
-    try:
-        return SCons.Script.GetOption(dest)
-    except AttributeError:    # the option was never added (a flag conflict)
-        return None
+    """Declare the table's command-line options and the tool's ``scons -h`` text, once a process."""
+    command_line.declare()
+    command_line.add_help(_help_facts)
 
 
 def resolve(env, overrides: Optional[Dict[str, Any]] = None, cli: bool = True) -> Dict[str, Any]:
     """Effective option values: command line, then per-call overrides, then ``env``.
 
-    A bad value is a UserError naming the variable, at SConscript-reading time.
+    A bad value is a UserError naming the variable, at SConscript-reading time, reported
+    at the SConstruct line that led here. Unknown ``PYOCD_*`` variables are warned about.
     """
     overrides = overrides or {}
+    _check_names(env, overrides)
 
     def get(name):
         return overrides[name] if name in overrides else env.get(name)
 
     try:
-        values = opts.resolve(get, _cli if cli else (lambda dest: None))
+        values = opts.resolve(get, command_line.value if cli else (lambda dest: None))
     except FlashError as exc:
-        raise SCons.Errors.UserError(str(exc)) from None
+        raise user_error(str(exc)) from None
     values["PYOCD_OPTIONS"] = dict(sorted(values["PYOCD_OPTIONS"].items()))
     return values
+
+
+# -- scons -h ---------------------------------------------------------------------------
+
+#: Every environment the tool was loaded into, and every FlashAliases call
+#: ``(env, overrides, image, flash, erase, verify, board_erase)``: what ``scons -h`` describes.
+_ENVIRONMENTS: List[Any] = []
+_ALIASES: List[Tuple[Any, Dict[str, Any], Any, str, Optional[str], Optional[str], Optional[str]]] = []
+
+
+def _help_facts() -> opts.HelpFacts:
+    """What ``scons -h`` says about this project, as the SConscripts left it (called when SCons
+    prints the help)."""
+    defaults: Dict[str, List[str]] = {}
+    uses = [(env, overrides) for env, overrides, *_ in _ALIASES] or [(env, {}) for env in _ENVIRONMENTS]
+    targets: Dict[str, List[str]] = {}
+    for env, overrides, image, flash, erase, verify, board_erase in _ALIASES:
+        try:
+            values = opts.resolve(lambda name: overrides[name] if name in overrides else env.get(name))
+        except FlashError:
+            continue
+        where = _where(values)
+        nodes = env.arg2nodes(env.Flatten([image]), env.File)
+        name = str(nodes[0]) if nodes else "?"
+        targets.setdefault(flash, []).append(f"flash {name} onto {where} unless the board holds it")
+        if verify:
+            targets.setdefault(verify, []).append(f"compare {name} with the chip on {where}")
+        if board_erase:
+            targets.setdefault(board_erase, []).append(f"mass erase {where}")
+        if erase and erase != board_erase:
+            targets.setdefault(erase, []).append(f"erase the pages of {name} on {where}")
+    targets.setdefault("probes", []).append("list the debug probes pyOCD sees and the tool's board records")
+    for env, overrides in uses:
+        for option in opts.OPTIONS:
+            raw = overrides[option.name] if option.name in overrides else env.get(option.name)
+            try:
+                text = opts.shown(option, option.convert(option.default if raw is None else raw))
+            except FlashError:
+                text = repr(raw)
+            if text not in defaults.setdefault(option.name, []):
+                defaults[option.name].append(text)
+    for name, texts in defaults.items():
+        if len(texts) > 1:
+            defaults[name] = [", ".join(texts) + " (per environment or call)"]
+    return opts.HelpFacts(
+        defaults=defaults, taken=command_line.taken(),
+        flags={o.name: command_line.spellings(o.name) for o in opts.OPTIONS if o.flag},
+        targets=[(name, "; ".join(dict.fromkeys(whats))) for name, whats in targets.items()])
 
 
 def _settings(values: Dict[str, Any]):
@@ -146,7 +238,7 @@ def _job(env, target, values: Dict[str, Any]):
 
 def _one_image(source, builder: str) -> None:
     if len(source) != 1:
-        raise SCons.Errors.UserError(
+        raise user_error(
             f"env.{builder}() takes exactly one image (an ELF, .bin or .hex file), got {len(source)}: "
             f"{', '.join(map(str, source)) or 'none'}. Call it once per image.")
 
@@ -354,6 +446,7 @@ def FlashAliases(env, image, flash="flash", erase="erase", verify="verify", boar
     """
     values = resolve(env, overrides)
     board = records.resolved_probe(values["PYOCD_PROBE"]) or "(default)"
+    _ALIASES.append((env, dict(overrides), image, flash, erase, verify, board_erase))
     record = env.Flash(image, **overrides)
     _in_command_line_order(env, board, record[0], [flash, str(record[0])])
     checked = env.Verify(image, **overrides)
@@ -502,7 +595,7 @@ def _commands(command) -> List[List[str]]:
     except TypeError:
         commands = []
     if not commands or not all(commands):
-        raise SCons.Errors.UserError(
+        raise user_error(
             f"env.ExternalBuild(): the command {command!r} is not an argument list such as "
             "['make', '-j4'], or a list of them (e.g. [['cmake', '-B', 'out'], ['cmake', '--build', 'out']]).")
     return commands
@@ -528,7 +621,7 @@ def ExternalBuild(env, target, command, chdir=None, source=None, ENV=None):
     """
     targets = env.arg2nodes(env.Flatten([target]), env.File)
     if not targets:
-        raise SCons.Errors.UserError("env.ExternalBuild() needs the file(s) the command writes as target.")
+        raise user_error("env.ExternalBuild() needs the file(s) the command writes as target.")
     commands = _commands(command)
     cwd = env.Dir(chdir).get_abspath() if chdir is not None else targets[0].dir.get_abspath()
     process_env = dict(os.environ if ENV is None else ENV)
@@ -548,9 +641,39 @@ def ExternalBuild(env, target, command, chdir=None, source=None, ENV=None):
 BUILDERS = {"Flash": FLASH_BUILDER, "Erase": ERASE_BUILDER, "Verify": VERIFY_BUILDER}
 
 
+def _probes_action(target, source, env):
+    from . import cli
+    try:
+        text = cli.probes_text(extra=[p for p in [resolve(env)["PYOCD_PROBE"]] if ":" in p])
+    except FlashError as exc:
+        raise _failed(exc, target[0]) from None
+    _say(text)
+
+
+def _probes_str(target, source, env):
+    return "would list the debug probes" if _dry_run() else None
+
+
+_probes_action.strfunction = _probes_str
+_probes_added = False
+
+
+def _add_probes_alias(env) -> None:
+    """``scons probes``: once per process, in the first environment with the tool."""
+    global _probes_added
+    if _probes_added:
+        return
+    _probes_added = True
+    node = env.Alias("probes", [], SCons.Action.Action(_probes_action))
+    env.AlwaysBuild(node)
+
+
 def generate(env) -> None:
-    """Install the builders, methods and default construction variables."""
+    """Install the builders, methods and default construction variables, the command-line
+    options, the ``scons -h`` block and the ``probes`` alias."""
     add_command_line_options()
+    _ENVIRONMENTS.append(env)
+    _add_probes_alias(env)
     for option in opts.OPTIONS:
         default = option.default
         env.SetDefault(**{option.name: dict(default) if isinstance(default, dict) else default})
