@@ -45,12 +45,28 @@ SAFE_OPTIONS = {
 }
 
 
-def _pyocd():
-    """Import pyOCD and make this package's probe type and targets known to it."""
-    from . import sim, targets
-    sim.register()
-    targets.register()
+def _pyocd(probe: Optional[str] = None, simulated: bool = False):
+    """Import pyOCD and make this package's targets known to it; the simulated probe type too
+    when ``probe`` names a simulated board (``sim-...``), when ``simulated`` asks for it
+    (listing probes), or when ``probe`` is '' (any attached probe, simulated boards
+    included) and the simulator is installed. None: no probe is looked for (targets only).
+    A real probe's id never imports the simulator (see :mod:`.sim_plugin`). A simulated
+    board without the simulator installed is a FlashError saying what to install."""
     import pyocd.core.exceptions
+    from . import sim_plugin, targets
+    targets.register()
+    named = probe is not None and sim_plugin.is_simulated(probe)
+    if not (named or simulated or (probe == "" and sim_plugin.simulator_installed())):
+        return pyocd
+    if not sim_plugin.simulator_installed():
+        if named:
+            raise FlashError(
+                f"probe {probe} is a simulated board, but the simulator is not installed (it needs "
+                "Unicorn): install it with pip install 'scons-pyocd[sim]' (from a checkout: pip "
+                "install '.[sim]'), or give a real probe's unique id (scons probes lists them).")
+        return pyocd
+    from pyocd.probe.aggregator import PROBE_CLASSES
+    PROBE_CLASSES.setdefault("sim", sim_plugin.SimProbeFinder)
     return pyocd
 
 
@@ -231,9 +247,10 @@ def _describe(probe) -> ProbeInfo:
         return ProbeInfo(getattr(probe, "unique_id", "?"), f"inaccessible: {exc}")
 
 
-def list_probes() -> List[ProbeInfo]:
-    """Every debug probe pyOCD can see (including simulated boards that exist)."""
-    _pyocd()
+def list_probes(simulated: bool = False) -> List[ProbeInfo]:
+    """Every debug probe pyOCD can see; simulated boards that exist too when ``simulated``
+    (or when the simulated probe type is registered already)."""
+    _pyocd(simulated=simulated)
     from pyocd.probe.aggregator import DebugProbeAggregator
     with translate("(any)", "listing probes"):
         probes = DebugProbeAggregator.get_all_connected_probes()
@@ -243,7 +260,7 @@ def list_probes() -> List[ProbeInfo]:
 def find_probe(wanted: str):
     """The one probe matching ``wanted`` (a unique id or a unique part of one; '' = the only
     probe attached). A FlashError lists what is attached otherwise."""
-    _pyocd()
+    _pyocd(wanted)
     from pyocd.probe.aggregator import DebugProbeAggregator
     with translate(wanted or "(any)", "looking for the probe"):
         matches = DebugProbeAggregator.get_all_connected_probes(unique_id=wanted or None)
@@ -379,7 +396,7 @@ class Connection:
         return options
 
     def _open(self) -> None:
-        _pyocd()
+        _pyocd(self.probe_id)
         from pyocd.core.session import Session
         self._logging.enter_context(_pyocd_logging(self.settings.debug))
         try:
