@@ -57,8 +57,8 @@ def test_the_demo_builds_and_flashes_the_simulated_board_then_is_a_no_op(clone, 
                                        text=True, timeout=600)
     first = run("flash")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert re.search(r"^flash stm32f100rb via sim-vldiscovery: 1 of 1 pages changed, .* verified \(crc\)$",
-                     first.stdout, re.M), first.stdout
+    assert re.search(r"^flash stm32f100rb via sim-vldiscovery: build/blinky/blinky\.hex 0x08000000-0x[0-9A-F]{8}: "
+                     r"1 of 1 pages changed .* verified \(crc\)$", first.stdout, re.M), first.stdout
     image = load_image(clone / "build" / "blinky" / "blinky.hex")
     assert image.start == FLASH_BASE and len(image.segments) == 1
     image = image.to_bytes()
@@ -68,7 +68,7 @@ def test_the_demo_builds_and_flashes_the_simulated_board_then_is_a_no_op(clone, 
     before = board.counters()
     again = run("flash")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "flash is up to date (image " in again.stdout
+    assert "flash is up to date (image build/blinky/blinky.hex " in again.stdout
     assert "arm-none-eabi-gcc" not in again.stdout          # nothing rebuilt
     assert board.counters() == before                       # the probe was not even opened
 

@@ -184,13 +184,23 @@ def _help_facts() -> opts.HelpFacts:
         targets=[(name, "; ".join(dict.fromkeys(whats))) for name, whats in targets.items()])
 
 
-def _settings(values: Dict[str, Any]):
+def _settings(values: Dict[str, Any], label: str = ""):
+    """The pyOCD layer's settings, with a progress reporter labelled ``label`` (``scons -s``
+    or ``PYOCD_PROGRESS='none'``: none; with ``--pyocd-debug``, lines rather than a bar, so
+    they do not fight pyOCD's log)."""
+    from .progress import Progress, view_for
     from .session import Settings
+    mode = values["PYOCD_PROGRESS"]
+    if SCons.Script.GetOption("silent"):
+        mode = "none"
+    elif values["PYOCD_DEBUG"] and mode == "auto":
+        mode = "lines"
     return Settings(target=values["PYOCD_TARGET"], frequency=values["PYOCD_FREQUENCY"],
                     connect=values["PYOCD_CONNECT"], reset=values["PYOCD_RESET"],
                     erase=values["PYOCD_ERASE"], verify=values["PYOCD_VERIFY"],
                     options=values["PYOCD_OPTIONS"], debug=values["PYOCD_DEBUG"],
-                    should_stop=interrupt.requested)
+                    should_stop=interrupt.requested,
+                    progress=Progress(view_for(mode, label), should_stop=interrupt.requested))
 
 
 def _say(line: str) -> None:
@@ -256,17 +266,22 @@ def _guard(env, nodes, values: Dict[str, Any]) -> None:
 def _flash_action(target, source, env):
     from . import operations
     values = resolve(env)
+    maps: List[str] = []
     try:
-        line = operations.flash(source[0].get_abspath(), _settings(values), probe=values["PYOCD_PROBE"],
-                                base_address=values["PYOCD_BASE_ADDRESS"], job=_job(env, target, values),
-                                check=values["PYOCD_FLASH_CHECK"], force=values["PYOCD_FORCE"], say=_say,
-                                explain=_explainer(target[0]))
+        line = operations.flash(source[0].get_abspath(), _settings(values, f"flash {source[0]}"),
+                                probe=values["PYOCD_PROBE"], base_address=values["PYOCD_BASE_ADDRESS"],
+                                job=_job(env, target, values), check=values["PYOCD_FLASH_CHECK"],
+                                force=values["PYOCD_FORCE"], say=_say, explain=_explainer(target[0]),
+                                name=str(source[0]),
+                                page_map=maps.append if values["PYOCD_PAGE_MAP"] or values["PYOCD_DEBUG"] else None)
     except FlashError as exc:
         raise _failed(exc, target[0]) from None
     with open(target[0].get_abspath(), "w") as f:
         json.dump({"image": str(source[0]), "probe": values["PYOCD_PROBE"], "result": line}, f, indent=2)
         f.write("\n")
     _result(env, "FLASHCOMSTR", line)
+    for text in maps:
+        _result(env, "FLASHCOMSTR", text)
 
 
 def _flash_str(target, source, env):
@@ -284,7 +299,7 @@ def _flash_str(target, source, env):
         why = operations.why_flash(source[0].get_abspath(), values["PYOCD_PROBE"],
                                    values["PYOCD_BASE_ADDRESS"], job)
     if why is None:
-        return operations.up_to_date_line(values["PYOCD_PROBE"], job)
+        return operations.up_to_date_line(values["PYOCD_PROBE"], job, str(source[0]))
     return f"would flash {source[0]} onto {_where(values)} ({why})"
 
 
@@ -349,9 +364,9 @@ def _verify_action(target, source, env):
     from . import operations
     values = resolve(env)
     try:
-        line = operations.verify(source[0].get_abspath(), _settings(values), probe=values["PYOCD_PROBE"],
-                                 base_address=values["PYOCD_BASE_ADDRESS"], job=_job(env, target, values),
-                                 say=_say)
+        line = operations.verify(source[0].get_abspath(), _settings(values, f"verify {source[0]}"),
+                                 probe=values["PYOCD_PROBE"], base_address=values["PYOCD_BASE_ADDRESS"],
+                                 job=_job(env, target, values), say=_say, name=str(source[0]))
     except FlashError as exc:
         raise _failed(exc, target[0]) from None
     _result(env, "VERIFYCOMSTR", line)
@@ -372,7 +387,8 @@ def _erase_action(target, source, env):
     from . import operations
     values = resolve(env)
     try:
-        line = operations.erase(_settings(values), probe=values["PYOCD_PROBE"], ranges=values["PYOCD_ERASE_RANGES"],
+        line = operations.erase(_settings(values, f"erase {source[0]}" if source else "erase"),
+                                probe=values["PYOCD_PROBE"], ranges=values["PYOCD_ERASE_RANGES"],
                                 job=_job(env, target, values), say=_say,
                                 image_path=source[0].get_abspath() if source else None,
                                 base_address=values["PYOCD_BASE_ADDRESS"])

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import records
+from . import records, report
 from .errors import FlashError
 from .images import EXTENSIONS, Image, check_fits, load_image
 from .session import Connection, Settings, find_probe, fit_regions
@@ -149,8 +149,21 @@ def why_flash(path: str, probe: str, base_address: Optional[int], job: Job) -> O
                              _image_digest(path, base_address, job.options.get("PYOCD_TARGET", "")))
 
 
-def up_to_date_line(probe: str, job: Job) -> str:
-    return f"flash is up to date ({records.BoardRecord(records.resolved_probe(probe)).describe(job.owner)})"
+def up_to_date_line(probe: str, job: Job, name: Optional[str] = None) -> str:
+    """``flash is up to date (image NAME SHA at RANGE, board PROBE, flashed TIME)``."""
+    return (f"flash is up to date "
+            f"({records.BoardRecord(records.resolved_probe(probe)).describe(job.owner, name)})")
+
+
+def _phase(settings: Settings, name: str) -> None:
+    """Start a phase of ``settings.progress`` (when it is a progress object, not a flag)."""
+    if hasattr(settings.progress, "phase"):
+        settings.progress.phase(name)
+
+
+def _progress_done(settings: Settings) -> None:
+    if hasattr(settings.progress, "done"):
+        settings.progress.done()
 
 
 def _facts(image: Image, path: str, connection: Connection, probe_id: str, job: Job) -> Dict[str, Any]:
@@ -161,18 +174,30 @@ def _facts(image: Image, path: str, connection: Connection, probe_id: str, job: 
 
 def flash(path: str, settings: Settings, probe: str = "", base_address: Optional[int] = None,
           job: Job = Job(), check: bool = False, force: bool = False, say: Say = print,
-          explain: Optional[Say] = None) -> str:
+          explain: Optional[Say] = None, name: Optional[str] = None,
+          page_map: Optional[Say] = None) -> str:
     """Make the board hold the image file ``path``: nothing when the board record says it does
     (unless ``check``: compare the chip, or ``force``: flash anyway), else program the pages
-    that differ. ``explain`` is told why, when the board is connected. Returns the line to
-    print."""
+    that differ. ``explain`` is told why, when the board is connected. ``name``: what the
+    lines call the image (default: ``path``); ``page_map`` is given the page map after a
+    flash. Returns the line to print (see :mod:`.report`)."""
+    started = time.monotonic()
+    name = name or path
     why = "--force-flash" if force else "--flash-check" if check else why_flash(path, probe, base_address, job)
     if why is None:
-        return up_to_date_line(probe, job)
+        return up_to_date_line(probe, job, name)
     if explain is not None:
         explain(why)
+    try:
+        return _flash(path, settings, probe, base_address, job, check, force, say, name, page_map, started)
+    finally:
+        _progress_done(settings)
+
+
+def _flash(path, settings, probe, base_address, job, check, force, say, name, page_map, started) -> str:
     check_target_definition(settings.target)
     image = _load(path, base_address, settings.target)
+    _phase(settings, "connecting")
     found = find_probe(probe)
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
@@ -182,7 +207,7 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
                 _image_digest(path, base_address, settings.target)) is None:
             # another build flashed it while this one waited for the probe
             records.remember_resolved_probe(probe, probe_id)
-            return f"flash is up to date ({record.describe(job.owner)})"
+            return f"flash is up to date ({record.describe(job.owner, name)})"
         with Connection.open(settings, found) as connection:
             connection.check_identity()
             if image is None:
@@ -191,19 +216,20 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
             facts = _facts(image, path, connection, probe_id, job)
             if check:
                 connection.check_fits(image)
+                _phase(settings, "comparing")
                 survey = connection.survey(image)
                 record.learn(survey.page_crcs, {}, f"compared with {image.source}", skip_owner=job.owner)
                 if not survey.differing:
                     record.claim(job.owner, records.page_claims(image, survey.page_crcs,
                                                                 connection.page_size_at), **facts)
                     records.remember_resolved_probe(probe, probe_id)
-                    return (f"flash is up to date (checked on the chip: image {image.sha256()[:12]}, "
-                            f"board {probe_id})")
-            started = f"flash of {image.source} from {job.project or '?'} started, not completed"
+                    return (f"flash is up to date (checked on the chip: image {name} {image.sha256()[:12]} "
+                            f"at {report.span(image.ranges())}, board {probe_id})")
+            started_reason = f"flash of {image.source} from {job.project or '?'} started, not completed"
             events: List[Tuple[str, Optional[List[Range]]]] = []
 
             def before_write(ranges):
-                events.append((record.invalidate(ranges, started), ranges))
+                events.append((record.invalidate(ranges, started_reason), ranges))
 
             try:
                 result = connection.flash(image, before_write)
@@ -217,13 +243,25 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
             record.claim(job.owner, records.page_claims(image, result.page_crcs, connection.page_size_at),
                          **facts)
     records.remember_resolved_probe(probe, probe_id)
-    return result.summary()
+    _progress_done(settings)
+    if page_map is not None:
+        page_map(report.page_map(result, name))
+    return report.flash_line(result, name, image.ranges(), time.monotonic() - started)
 
 
 def verify(path: str, settings: Settings, probe: str = "", base_address: Optional[int] = None,
-           job: Job = Job(), say: Say = print) -> str:
-    """Compare the chip with the image; a difference invalidates the record and raises."""
+           job: Job = Job(), say: Say = print, name: Optional[str] = None) -> str:
+    """Compare the chip with the image; a difference invalidates the record and raises.
+    ``name``: what the line calls the image (default: ``path``)."""
+    try:
+        return _verify(path, settings, probe, base_address, job, say, name or path, time.monotonic())
+    finally:
+        _progress_done(settings)
+
+
+def _verify(path, settings, probe, base_address, job, say, name, started) -> str:
     image = _load(path, base_address, settings.target)
+    _phase(settings, "connecting")
     found = find_probe(probe)
     probe_id = found.unique_id
     mode = settings.verify if settings.verify != "none" else "crc"
@@ -243,7 +281,8 @@ def verify(path: str, settings: Settings, probe: str = "", base_address: Optiona
             record.learn(survey.page_crcs, {}, f"verify of {image.source}")
             target = connection.target_name
     records.remember_resolved_probe(probe, probe_id)
-    return f"verify {target} via {probe_id}: {image.source} matches ({mode})"
+    return (f"verify {target} via {probe_id}: {name} {report.span(image.ranges())} matches ({mode}) "
+            f"in {time.monotonic() - started:.1f} s")
 
 
 def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Range]] = None,
@@ -251,8 +290,16 @@ def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Range]]
           base_address: Optional[int] = None) -> str:
     """Mass erase (``ranges`` and ``image_path`` None), or erase the pages overlapping
     ``ranges``, or the pages the image file ``image_path`` occupies."""
+    try:
+        return _erase(settings, probe, ranges, job, say, image_path, base_address, time.monotonic())
+    finally:
+        _progress_done(settings)
+
+
+def _erase(settings, probe, ranges, job, say, image_path, base_address, started) -> str:
     check_target_definition(settings.target)
     image = _load(image_path, base_address, settings.target) if image_path else None
+    _phase(settings, "connecting")
     found = find_probe(probe)
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
@@ -280,7 +327,7 @@ def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Range]]
     records.remember_resolved_probe(probe, probe_id)
     if image_path and image is not None:
         line += f" (the pages of {image.source})"
-    return line
+    return f"{line} in {time.monotonic() - started:.1f} s"
 
 
 def _split_pages(connection: Connection, spans: Sequence[Range]) -> List[Range]:

@@ -56,7 +56,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from . import paths
+from . import paths, report
 from .errors import FlashError
 
 #: The record format this version reads and writes; a record of another version claims nothing.
@@ -299,12 +299,16 @@ class BoardRecord:
             return f"the image changed (recorded {entry['image_sha256'][:12]})"
         return None
 
-    def describe(self, owner: str) -> str:
-        """What the board holds for ``owner``, for 'flash is up to date (...)'."""
+    def describe(self, owner: str, name: Optional[str] = None) -> str:
+        """What the board holds for ``owner``, for 'flash is up to date (...)': the image (called
+        ``name`` when given), its digest and address range, the board, when it was flashed."""
         entry = self.entry(owner)
         if entry is None or not entry.get("valid"):
             return f"board {self.probe_id}: no valid record"
-        return f"image {entry['image_sha256'][:12]}, board {self.probe_id}, flashed {entry.get('time', '?')}"
+        ranges = [tuple(r) for page in entry.get("pages", {}).values() for r in page.get("ranges", [])]
+        where = f" at {report.span(ranges)}" if ranges else ""
+        return (f"image {name + ' ' if name else ''}{entry['image_sha256'][:12]}{where}, board {self.probe_id}, "
+                f"flashed {entry.get('time', '?')}")
 
     # -- changes: call these while holding the probe lock ------------------------------
     def see_chip(self, unique_id: Optional[str], target: str) -> bool:

@@ -87,7 +87,8 @@ class Settings:
     clock in Hz (None = pyOCD's default). ``connect``: halt / under-reset / attach.
     ``reset``: run / halt / none after writing. ``erase``: auto / sector / chip.
     ``verify``: crc / read / none. ``options``: extra pyOCD session options.
-    ``progress``: draw a progress bar on stderr (None: when stderr is a terminal).
+    ``progress``: draw a progress bar on stderr (None: when stderr is a terminal), or the
+    object to report progress to (:class:`scons_pyocd.progress.Progress`).
     ``debug``: show pyOCD's log on stderr. ``should_stop``: polled between pages; when it
     returns True the operation stops with a FlashError (the caller's Ctrl-C).
     """
@@ -98,7 +99,7 @@ class Settings:
     erase: str = "auto"
     verify: str = "crc"
     options: Mapping[str, Any] = field(default_factory=dict)
-    progress: Optional[bool] = None
+    progress: Any = None
     debug: bool = False
     should_stop: Optional[Callable[[], bool]] = None
 
@@ -372,7 +373,8 @@ class Connection:
         self.probe_id: str = probe.unique_id
         self._probe = probe
         self._session = None
-        self._progress = Progress(False if settings.debug else settings.progress, settings.should_stop)
+        self._progress = settings.progress if hasattr(settings.progress, "phase") else \
+            Progress(False if settings.debug else settings.progress, settings.should_stop)
         self._logging = contextlib.ExitStack()
 
     # -- connection ---------------------------------------------------------------------
