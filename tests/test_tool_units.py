@@ -136,7 +136,7 @@ def test_up_to_date_needs_a_valid_entry_with_the_same_image_and_options():
     assert _up_to_date("/a", digest=image.sha256()) is None
     assert _up_to_date("/a", digest="other").startswith("the image changed")
     assert _up_to_date("/a", dict(OPTS, PYOCD_FREQUENCY=1000000), image.sha256()) == \
-        "PYOCD_FREQUENCY changed: 4000000 -> 1000000"
+        "PYOCD_FREQUENCY changed: 4 MHz -> 1 MHz"
     assert _up_to_date("/b", digest=image.sha256()).startswith("nothing recorded for this image")
 
 

@@ -218,11 +218,13 @@ def _result(env, comstr: str, line: str) -> None:
 
 
 def _explainer(node):
-    """Under ``--debug=explain``, a function printing why ``node``'s operation runs, as SCons
-    prints why it rebuilds a file; None otherwise."""
+    """Under ``--debug=explain``, a function printing why ``node``'s operation runs (or, given
+    None, why it does not), as SCons prints why it rebuilds a file; None otherwise."""
     if "explain" not in (SCons.Script.GetOption("debug") or []):
         return None
-    return lambda why: _say(f"scons: flashing `{node}' because {why}")
+    return lambda why: _say(f"scons: flashing `{node}' because {why}" if why else
+                            f"scons: not flashing `{node}': the board record says the board holds "
+                            "this image, flashed with these options")
 
 
 def _failed(exc: FlashError, node) -> SCons.Errors.BuildError:

@@ -178,16 +178,17 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
           page_map: Optional[Say] = None) -> str:
     """Make the board hold the image file ``path``: nothing when the board record says it does
     (unless ``check``: compare the chip, or ``force``: flash anyway), else program the pages
-    that differ. ``explain`` is told why, when the board is connected. ``name``: what the
+    that differ. ``explain`` is told why the board is connected (None: it is not, the
+    record says the board holds the image with these options). ``name``: what the
     lines call the image (default: ``path``); ``page_map`` is given the page map after a
     flash. Returns the line to print (see :mod:`.report`)."""
     started = time.monotonic()
     name = name or path
     why = "--force-flash" if force else "--flash-check" if check else why_flash(path, probe, base_address, job)
-    if why is None:
-        return up_to_date_line(probe, job, name)
     if explain is not None:
         explain(why)
+    if why is None:
+        return up_to_date_line(probe, job, name)
     try:
         return _flash(path, settings, probe, base_address, job, check, force, say, name, page_map, started)
     finally:

@@ -56,7 +56,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from . import paths, report
+from . import options as option_table, paths, report
 from .errors import FlashError
 
 #: The record format this version reads and writes; a record of another version claims nothing.
@@ -288,9 +288,8 @@ class BoardRecord:
         changed = [name for name in sorted(set(options) | set(entry["options"]))
                    if options.get(name) != entry["options"].get(name)]
         if changed:
-            name = changed[0]
-            return (f"{name} changed: {_shown(entry['options'].get(name))} -> {_shown(options.get(name))}"
-                    + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""))
+            return "; ".join(f"{name} changed: {_shown(name, entry['options'].get(name))} -> "
+                             f"{_shown(name, options.get(name))}" for name in changed)
         try:
             same_file = file_digest(image_file) == entry["file_sha256"]
         except OSError:
@@ -415,8 +414,14 @@ class BoardRecord:
         atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
 
 
-def _shown(value: Any) -> str:
-    return "(empty)" if value in (None, "", {}) else str(value)
+def _shown(name: str, value: Any) -> str:
+    """A recorded option value for people: '4 MHz', '0x08000000', '(empty)'."""
+    if value in (None, "", {}):
+        return "(empty)"
+    option = option_table.BY_NAME.get(name)
+    if option is not None and name in ("PYOCD_FREQUENCY", "PYOCD_BASE_ADDRESS") and isinstance(value, int):
+        return option_table.shown(option, value)
+    return str(value)
 
 
 def _entry_ranges(entry: dict) -> List[Range]:

@@ -12,9 +12,6 @@ one exists and pyOCD lists all probes. A real probe's id never imports it.
 import importlib.util
 from typing import List, Optional
 
-from pyocd.core.plugin import Plugin
-from pyocd.probe.debug_probe import DebugProbe
-
 PREFIX = "sim-"
 
 
@@ -28,48 +25,67 @@ def is_simulated(probe_id: str) -> bool:
     return probe_id.startswith(PREFIX) or probe_id.lower().startswith("sim:")
 
 
-class SimProbeFinder(DebugProbe):
-    """pyOCD's probe class for the ``sim`` type until a simulated board is needed: it answers
-    pyOCD's class-level questions and hands over to the simulator's own probe class
-    (:class:`scons_pyocd.sim.probe.SimProbe`) only for simulated boards."""
+def _classes() -> dict:
+    """The plugin classes, made on first use: pyOCD is imported then, not when this module
+    is (pyOCD imports this module while it imports itself, through the entry point)."""
+    from pyocd.core.plugin import Plugin
+    from pyocd.probe.debug_probe import DebugProbe
 
-    @classmethod
-    def _simulator(cls):
-        from .sim import register
-        from .sim.probe import SimProbe
-        register()
-        return SimProbe
+    class SimProbeFinder(DebugProbe):
+        """pyOCD's probe class for the ``sim`` type until a simulated board is needed: it
+        answers pyOCD's class-level questions and hands over to the simulator's own probe
+        class (:class:`scons_pyocd.sim.probe.SimProbe`) only for simulated boards."""
 
-    @classmethod
-    def get_all_connected_probes(cls, unique_id: Optional[str] = None, is_explicit: bool = False) -> List:
-        from .sim.board import list_boards     # the boards' state files only, no Unicorn
-        boards = [b for b in list_boards() if unique_id is None or unique_id.lower() in b.lower()]
-        return cls._simulator().get_all_connected_probes(unique_id, is_explicit) if boards else []
+        @classmethod
+        def _simulator(cls):
+            from .sim import register
+            from .sim.probe import SimProbe
+            register()
+            return SimProbe
 
-    @classmethod
-    def get_probe_with_id(cls, unique_id: str, is_explicit: bool = False):
-        if unique_id and (unique_id.startswith(PREFIX) or is_explicit):
-            return cls._simulator().get_probe_with_id(unique_id, is_explicit)
-        return None
+        @classmethod
+        def get_all_connected_probes(cls, unique_id: Optional[str] = None, is_explicit: bool = False) -> List:
+            from .sim.board import list_boards     # the boards' state files only, no Unicorn
+            boards = [b for b in list_boards() if unique_id is None or unique_id.lower() in b.lower()]
+            return cls._simulator().get_all_connected_probes(unique_id, is_explicit) if boards else []
+
+        @classmethod
+        def get_probe_with_id(cls, unique_id: str, is_explicit: bool = False):
+            if unique_id and (unique_id.startswith(PREFIX) or is_explicit):
+                return cls._simulator().get_probe_with_id(unique_id, is_explicit)
+            return None
+
+    class SimProbePlugin(Plugin):
+        """The ``pyocd.probe`` entry point ``sim``."""
+
+        def should_load(self) -> bool:
+            # pyOCD has no entry point for targets: this is where its command line (pyocd flash
+            # -t stm32f100rb) learns the package's targets, with or without the simulator.
+            from . import targets
+            targets.register()
+            return simulator_installed()
+
+        def load(self):
+            return SimProbeFinder
+
+        @property
+        def name(self) -> str:
+            return "sim"
+
+        @property
+        def description(self) -> str:
+            return "Simulated STM32VLDiscovery (scons-pyocd)"
+
+    return {"SimProbeFinder": SimProbeFinder, "SimProbePlugin": SimProbePlugin}
 
 
-class SimProbePlugin(Plugin):
-    """The ``pyocd.probe`` entry point ``sim``."""
+_made: dict = {}
 
-    def should_load(self) -> bool:
-        # pyOCD has no entry point for targets: this is where its command line (pyocd flash
-        # -t stm32f100rb) learns the package's targets, with or without the simulator.
-        from . import targets
-        targets.register()
-        return simulator_installed()
 
-    def load(self):
-        return SimProbeFinder
-
-    @property
-    def name(self) -> str:
-        return "sim"
-
-    @property
-    def description(self) -> str:
-        return "Simulated STM32VLDiscovery (scons-pyocd)"
+def __getattr__(name: str):
+    """``SimProbePlugin`` (the entry point) and ``SimProbeFinder``, made when first asked for."""
+    if name in ("SimProbePlugin", "SimProbeFinder"):
+        if not _made:
+            _made.update(_classes())
+        return _made[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
