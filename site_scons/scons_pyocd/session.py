@@ -609,6 +609,7 @@ class Connection:
         # one is checked blank.
         if s.erase == "auto" and not whole and len(builders) == 1 and len(self.flash_regions()) == 1:
             with translate(self.probe_id, f"comparing {image.source} with the chip"):
+                self._progress.phase("comparing")
                 chip_erase = self._cheaper_erase(builders[0], trust_crc, keep)
         before_write(None if chip_erase == "chip" else ranges)
         perfs = []
@@ -678,6 +679,7 @@ class Connection:
                   sector_weight, chip_weight, check_weight)
         if chip_weight + check_weight >= sector_weight:
             return "sector"
+        self._progress.phase("blank check")
         return "chip" if self._is_blank(region, rest) else "sector"
 
     def _is_blank(self, region, ranges: Sequence[Range]) -> bool:
