@@ -132,6 +132,8 @@ def probe_rows(extra: Sequence[str] = (), simulated: Optional[bool] = None) -> L
     from pyocd.probe.aggregator import DebugProbeAggregator
     with session.translate("(any)", "listing probes"):
         probes = list(DebugProbeAggregator.get_all_connected_probes())
+    if not simulated:      # pyOCD's entry point may have registered them anyway
+        probes = [p for p in probes if not sim_plugin.is_simulated(str(getattr(p, "unique_id", "")))]
     for wanted in extra:
         session._pyocd(wanted)
         with session.translate(wanted, "looking for the probe"):
