@@ -164,15 +164,17 @@ def probe_rows(extra: Sequence[str] = (), simulated: Optional[bool] = None) -> L
 
 
 def probes_text(extra: Sequence[str] = (), simulated: Optional[bool] = None) -> str:
+    from . import usb_access
     rows = probe_rows(extra, simulated)
+    notes = "".join(f"\nnote: {problem}." for problem in usb_access.problems())
     if not rows:
         return ("no debug probe found. Plug the probe in (on Linux, install the udev rules: "
-                "docs/real-hardware.md); pyOCD sees none.")
+                "docs/real-hardware.md); pyOCD sees none." + notes)
     table = [("unique id", "vendor / product", "board / target", "board record")]
     for r in rows:
         table.append((r["unique_id"], f"{r['vendor_name']} / {r['product_name']}",
                       f"{r['board'] or '-'} / {r['target'] or '-'}", r["record"]))
-    return _table(table)
+    return _table(table) + notes
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:

@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from . import usb_access
 from .errors import FlashError
 from .images import Image, check_fits
 from .targets import IDENTITIES
@@ -272,12 +273,12 @@ def find_probe(wanted: str):
         return exact[0]
     attached = "; ".join(str(p) for p in list_probes()) or "none"
     if not matches and not wanted:
-        raise FlashError("no debug probe found. Plug the probe in (and on Linux install pyOCD's udev "
-                         "rules), or set PYOCD_PROBE / --probe; for the simulated board use "
-                         "--probe=sim-vldiscovery.")
+        raise FlashError("no debug probe found. Plug the probe in (and on Linux install the udev "
+                         "rules: docs/real-hardware.md), or set PYOCD_PROBE / --probe; for the simulated "
+                         "board use --probe=sim-vldiscovery." + usb_access.hint())
     if not matches:
         raise FlashError(f"no probe matches PYOCD_PROBE={wanted!r}: attached probes are: {attached}. "
-                         "Check the cable, or set PYOCD_PROBE / --probe to one of them.")
+                         "Check the cable, or set PYOCD_PROBE / --probe to one of them." + usb_access.hint())
     listed = "; ".join(str(_describe(p)) for p in matches)
     if not wanted:
         raise FlashError(f"several debug probes are attached: {listed}. Choose one with PYOCD_PROBE "
