@@ -13,7 +13,8 @@ ERRORS = {"FlashError", "UserError", "user_error", "Interrupted"}
 #: Where each source's messages must be documented.
 SOURCES = {
     "troubleshooting.md": [PACKAGE / name for name in ("builders.py", "operations.py", "session.py",
-                                                       "records.py", "options.py")]
+                                                       "records.py", "options.py", "cli.py", "progress.py",
+                                                       "command_line.py", "usb_access.py")]
                           + [ROOT / "SConstruct", ROOT / "examples" / "blinky" / "SConscript"],
     "images.md": [PACKAGE / "images.py"],
 }

@@ -56,3 +56,18 @@ def test_the_udev_rules_cover_every_stlink_pyocd_drives_and_install(tmp_path):
     setup = (ROOT / "scripts" / "setup").read_text()
     assert "--udev) UDEV=1" in setup and "bash scripts/install-udev-rules" in setup
     assert "-e '.[sim,test]'" in setup
+
+
+def test_what_pyocd_says_about_an_st_link_is_translated():
+    from pyocd.core.exceptions import ProbeError
+    from scons_pyocd.session import _translated
+    old = _translated(ProbeError("STLink 066DFF48 is using an unsupported, older firmware version. Please update "
+                                 "to the latest STLink firmware. Current version is V2J21S4, must be at least "
+                                 "version v2J24."), "066DFF48", "connecting")
+    assert str(old).startswith("probe 066DFF48 runs ST-Link firmware older than pyOCD supports (STLink 066DFF48 "
+                               "is using an unsupported")
+    assert "STSW-LINK007" in str(old) and "V2J24" in str(old)
+    slow = _translated(ProbeError("Selected SWD frequency is too low"), "066DFF48", "connecting")
+    assert str(slow).startswith("probe 066DFF48 cannot run SWD that slowly (Selected SWD frequency is too low)")
+    other = _translated(ProbeError("busy"), "066DFF48", "connecting")
+    assert "Is another program" in str(other)

@@ -218,6 +218,13 @@ def _translated(exc: Exception, probe_id: str, doing: str) -> FlashError:
         return FlashError(f"pyOCD cannot drive this target while {doing} ({text}). Check PYOCD_TARGET "
                           "('pyocd list --targets' lists the built-in ones; others need a CMSIS pack: "
                           "'pyocd pack install NAME').")
+    if isinstance(exc, x.ProbeError) and "older firmware" in text:
+        return FlashError(f"{where} runs ST-Link firmware older than pyOCD supports ({text}). Update it with "
+                          "ST's ST-LINK firmware upgrade tool (STSW-LINK007) to V2J24 or later, then try "
+                          "again (docs/real-hardware.md). Nothing was written.")
+    if isinstance(exc, x.ProbeError) and "frequency is too low" in text:
+        return FlashError(f"{where} cannot run SWD that slowly ({text}): an ST-Link/V2 goes down to 5 kHz. "
+                          "Raise PYOCD_FREQUENCY / --frequency (e.g. 100kHz). Nothing was written.")
     if isinstance(exc, x.ProbeError):
         return FlashError(f"{where} could not be used while {doing} ({text}). {_probe_hint(probe_id)}")
     if isinstance(exc, x.TimeoutError):
