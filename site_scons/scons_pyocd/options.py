@@ -249,8 +249,8 @@ OPTIONS: Tuple[Option, ...] = (
            "written by other tools.", parse_bool, flag="--flash-check", switch=True),
     Option("PYOCD_FORCE", False, "Flash even if the image, options and board record say the "
            "board is up to date.", parse_bool, flag="--force-flash", switch=True),
-    Option("PYOCD_DEBUG", False, "Show pyOCD's own log (debug level), the flash plan and the page "
-           "map on stderr.", parse_bool, flag="--pyocd-debug", switch=True),
+    Option("PYOCD_DEBUG", False, "Show pyOCD's own log (debug level) and, after a flash, the page "
+           "map.", parse_bool, flag="--pyocd-debug", switch=True),
     Option("PYOCD_PROGRESS", "auto", "Progress of connecting, comparing, blank checks, erasing, "
            "programming and verifying, on stderr. auto: a bar on a terminal, lines (each phase's "
            "start, then every 10 % or 5 s) otherwise, e.g. in a CI log. bar, lines: that one. none: "
@@ -402,14 +402,18 @@ DOCS_END = "<!-- END generated -->"
 
 def markdown() -> str:
     """The reference table of ``docs/user-guide.md``, between :data:`DOCS_BEGIN` and :data:`DOCS_END`."""
-    rows = ["| variable | command line | default | allowed values | reflash on change | what it does |",
+    rows = ["| variable | command line (a project's own option of the same name wins; the `--pyocd-` "
+            "spelling is always the tool's) | default | allowed values | reflash on change | what it does |",
             "|---|---|---|---|---|---|"]
     for option in OPTIONS:
-        flag = f"`{option.flag}`" if option.switch else (
-            f"`{option.flag}={option.metavar or 'VALUE'}`" if option.flag else "")
+        value = "" if option.switch else f"={option.metavar or 'VALUE'}"
+        flag = " ".join(f"`{f}{value}`" for f in dict.fromkeys([option.flag, option.prefixed_flag])) \
+            if option.flag else ""
         allowed = ", ".join(f"`{c}`" for c in option.choices)
         text = option.help.replace("|", "\\|")
-        rows.append(f"| `{option.name}` | {flag} | `{_default_text(option)}` | {allowed} | "
+        empty = option.default in ("", {})
+        default = f"empty: {_default_text(option)}" if empty else f"`{_default_text(option)}`"
+        rows.append(f"| `{option.name}` | {flag} | {default} | {allowed} | "
                     f"{'yes' if option.in_varlist else ''} | {text} |")
     return "\n".join([DOCS_BEGIN] + rows + [DOCS_END])
 
