@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from scons_project import PAGE, Project, random_image
+from scons_project import HANG, PAGE, Project, random_image
 
 SIZE = 4 * PAGE
 
@@ -17,7 +17,7 @@ SIZE = 4 * PAGE
 def cli(*args, check=True):
     """``scons-pyocd`` as installed (``python -m scons_pyocd.cli``: this checkout's code)."""
     result = subprocess.run([sys.executable, "-m", "scons_pyocd.cli", *args], capture_output=True, text=True,
-                            timeout=300)
+                            timeout=HANG)
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scons_project import scons_command
+from scons_project import HANG, scons_command
 from scons_pyocd.images import load_image
 from scons_pyocd.sim.board import FLASH_BASE, BoardState
 
@@ -54,7 +54,7 @@ def clone(tmp_path):
 def test_the_demo_builds_and_flashes_the_simulated_board_then_is_a_no_op(clone, arm_toolchain):
     board = BoardState("sim-vldiscovery")
     run = lambda *args: subprocess.run(scons_command() + list(args), cwd=clone, capture_output=True,
-                                       text=True, timeout=600)
+                                       text=True, timeout=HANG)
     first = run("flash")
     assert first.returncode == 0, first.stdout + first.stderr
     assert re.search(r"^flash stm32f100rb via sim-vldiscovery: build/blinky/blinky\.hex 0x08000000-0x[0-9A-F]{8}: "
@@ -79,7 +79,7 @@ def test_the_demo_builds_and_flashes_the_simulated_board_then_is_a_no_op(clone, 
 
 def test_blink_refuses_a_real_probe(clone):
     result = subprocess.run(scons_command() + ["-Q", "blink", "--probe=066DFF485550755187121336"],
-                            cwd=clone, capture_output=True, text=True, timeout=120)
+                            cwd=clone, capture_output=True, text=True, timeout=HANG)
     assert result.returncode != 0
     assert "scons: *** scons blink runs the simulated board only; 066DFF485550755187121336 is not " \
         "a simulated probe" in result.stderr

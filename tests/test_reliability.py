@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from scons_project import FAST_FAIL, PAGE, Project, random_image, scons_command
+from scons_project import FAST_FAIL, HANG, PAGE, Project, random_image, scons_command
 from scons_pyocd.images import Image
 from scons_pyocd.sim.board import FLASH_BASE, FLASH_SIZE
 
@@ -204,7 +204,7 @@ def start_flash(project, *args):
 def stop_when(project, proc, reached):
     """Poll the board's counters until ``reached(counters)``, then freeze scons (SIGSTOP):
     the point is checked on a process that cannot move on."""
-    deadline = time.monotonic() + 120          # a safety net, not a timing assertion
+    deadline = time.monotonic() + HANG          # a safety net, not a timing assertion
     while True:
         counters = project.board.counters()
         if reached(counters):
@@ -246,7 +246,7 @@ def test_an_interrupted_or_killed_flash_at_any_point_recovers(big, signal_name, 
     assert programmed < BIG * PAGE // 2, "stopped mid-flash"
     os.killpg(proc.pid, getattr(signal, signal_name))
     os.killpg(proc.pid, signal.SIGCONT)
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=HANG)
     assert proc.returncode != 0
     assert "Traceback" not in err
     if signal_name == "SIGINT":
@@ -275,8 +275,8 @@ def test_a_killed_flash_releases_the_probe_to_the_process_waiting_for_it(big, tm
     assert waiter.stdout.readline().strip() == f"waiting for probe sim-rel held by pid {holder.pid}"
     assert waiter.poll() is None
     os.killpg(holder.pid, signal.SIGKILL)
-    holder.wait(timeout=60)
-    out, err = waiter.communicate(timeout=120)
+    holder.wait(timeout=HANG)
+    out, err = waiter.communicate(timeout=HANG)
     assert waiter.returncode == 0, err
     assert "flash stm32f100rb via sim-rel: " in out
     assert big.board.read_flash(FLASH_BASE + 110 * PAGE, len(other.data)) == other.data

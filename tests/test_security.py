@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from scons_project import PAGE, Project, random_image, scons_command
+from scons_project import HANG, PAGE, Project, random_image, scons_command
 from scons_pyocd.sim.board import FLASH_BASE
 
 HOSTILE = [
@@ -91,7 +91,7 @@ def test_state_is_private_per_user_and_never_in_tmp(tmp_path):
     env.update(HOME=str(home), TMPDIR=str(tmpdir))
     for args in (["flash"], ["verify"]):
         result = subprocess.run(scons_command() + ["-Q", *args], cwd=p.dir, env=env, capture_output=True,
-                                text=True, timeout=300, preexec_fn=lambda: os.umask(0))
+                                text=True, timeout=HANG, preexec_fn=lambda: os.umask(0))
         assert result.returncode == 0, result.stderr
     state = home / ".local" / "state" / "scons-pyocd"
     modes = _modes(state)

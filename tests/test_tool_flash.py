@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from scons_project import FAST_FAIL, PAGE, Project, random_image, scons_command
+from scons_project import FAST_FAIL, HANG, PAGE, Project, random_image, scons_command
 from scons_pyocd.records import probe_lock
 from scons_pyocd.sim.board import FLASH_BASE
 
@@ -382,7 +382,7 @@ def test_a_second_process_waits_for_the_probe_lock(project):
         first = proc.stdout.readline()
         assert first.strip() == f"waiting for probe sim-a held by pid {os.getpid()}"
         assert project.board.counters()["connects"] == 1       # it has not touched the probe
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 0, err
     assert "20 of 20 pages" in out
     assert project.board.counters()["connects"] == 2
@@ -398,12 +398,12 @@ def test_an_interrupted_flash_leaves_no_record_and_the_next_run_programs(tmp_pat
     p.sconstruct(ALIASES)
     proc = subprocess.Popen(scons_command() + ["-Q", "flash"], cwd=p.dir, env=dict(os.environ),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG
     while p.board.counters()["halfwords_programmed"] == 0 and proc.poll() is None:
         assert time.monotonic() < deadline, "scons never started programming"
         time.sleep(0.005)
     os.killpg(proc.pid, getattr(signal, signal_name))
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=HANG)
     assert proc.returncode != 0
     assert 0 < p.board.counters()["halfwords_programmed"] < len(data) // 2, "interrupted mid-flash"
     if signal_name == "SIGINT":

@@ -3,6 +3,8 @@
 cannot make ``scons flash`` execute; ``scons -h``.
 """
 
+from pathlib import Path
+
 import pytest
 
 from scons_project import PAGE, Project, random_image
@@ -76,3 +78,19 @@ def test_scons_help_lists_every_variable_and_flag(project):
         assert option.name in text
         if option.flag:
             assert option.flag in text
+
+
+def test_the_packages_toolpath_without_site_scons(project):
+    """An installed package: one line (toolpath=[scons_pyocd.TOOLPATH]); its pyocd_tool module
+    is the repository's site_tools one (tests/test_install.py does it from a real install)."""
+    import scons_pyocd
+    from scons_project import SITE_TOOLS
+    assert (Path(scons_pyocd.TOOLPATH) / "pyocd_tool.py").read_text().split('"""')[-1] == \
+        (SITE_TOOLS / "pyocd_tool.py").read_text().split('"""')[-1]
+    (project.dir / "SConstruct").write_text(
+        "import scons_pyocd\n"
+        "env = Environment(tools=['default', 'pyocd_tool'], toolpath=[scons_pyocd.TOOLPATH],\n"
+        "                  PYOCD_TARGET='stm32f100rb', PYOCD_PROBE='sim-load')\n"
+        "env.FlashAliases('fw.hex')\n")
+    project.run("flash")
+    assert project.board.read_flash(length=SIZE) == project.data

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
+from scons_project import HANG
 from scons_pyocd import options, records
 from scons_pyocd.errors import FlashError
 from scons_pyocd.images import Image
@@ -279,8 +280,8 @@ def test_the_probe_lock_says_who_holds_it():
     thread.start()
     assert not done.wait(0.5)
     assert waited == [f"waiting for probe sim-lock held by pid {holder.pid}"]
-    holder.communicate("\n", timeout=10)
-    assert done.wait(10)
+    holder.communicate("\n", timeout=HANG)
+    assert done.wait(HANG)
     thread.join()
 
 
@@ -356,5 +357,5 @@ def test_ctrl_c_is_seen_through_the_installed_scons(tmp_path):
         AlwaysBuild(Alias('go', [], act))
         """))
     scons = Path(sys.executable).with_name("scons")
-    result = subprocess.run([str(scons), "-Q", "go"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([str(scons), "-Q", "go"], cwd=tmp_path, capture_output=True, text=True, timeout=HANG)
     assert "before False" in result.stdout and "after True" in result.stdout, result.stdout + result.stderr
