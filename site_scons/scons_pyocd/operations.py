@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence, Tuple
 from . import records
 from .errors import FlashError
 from .images import EXTENSIONS, Image, check_fits, load_image
-from .session import Board, Settings, find_probe, fit_regions
+from .session import Connection, Settings, find_probe, fit_regions
 
 Say = Callable[[str], None]
 
@@ -135,7 +135,7 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
         record = records.BoardRecord(probe_id)
-        with Board.open(settings, found) as board:
+        with Connection.open(settings, found) as board:
             if image is None:
                 image = load_image(path, board.flash_start())
             facts = dict(image=image.source, image_sha256=image.sha256(), target=board.target_name,
@@ -174,7 +174,7 @@ def verify(path: str, settings: Settings, probe: str = "", base_address: Optiona
     probe_id = found.unique_id
     mode = settings.verify if settings.verify != "none" else "crc"
     with records.probe_lock(probe_id, on_wait=say):
-        with Board.open(settings, found) as board:
+        with Connection.open(settings, found) as board:
             if image is None:
                 image = load_image(path, board.flash_start())
             board.check_identity()
@@ -197,7 +197,7 @@ def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Tuple[i
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
         record = records.BoardRecord(probe_id)
-        with Board.open(settings, found) as board:
+        with Connection.open(settings, found) as board:
             what = "mass erase" if ranges is None else "sector erase"
             return board.erase(ranges, lambda r: record.invalidate(
                 r, f"{what} by scons erase from {job.project or '?'} at {_now()}"))
