@@ -65,6 +65,9 @@ class Core:
 
     def sram_write(self, address: int, data: bytes) -> None:
         self.uc.mem_write(address, bytes(data))
+        # Unicorn keeps code it has translated; without this, code loaded over code that
+        # already ran (a second routine at the same address) would run the old instructions.
+        self.uc.ctl_remove_cache(address, address + len(data))
 
     # -- registers -------------------------------------------------------------------
     def read_reg(self, regsel: int) -> int:
