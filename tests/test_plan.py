@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from scons_pyocd.images import Image
-from scons_pyocd.plan import (Costs, Geometry, Options, PageState, PlanError, Region, blank_check_ranges,
-                              crc32, make_plan, merge, needs_reading, page_states, survey_query)
+from scons_pyocd.plan import (Answers, Costs, Geometry, Options, PageState, PlanError, Region,
+                              blank_check_ranges, crc32, make_plan, merge, needs_reading, page_states,
+                              survey_query)
 
 F100 = dict(page_erase_s=0.020, program_unit_s=52.5e-6, mass_erase_s=0.020)
 FLASH = 0x08000000
@@ -67,22 +68,34 @@ class Chip:
         return {k: bytes(v) for k, v in self.mem.items()}
 
     # -- the ideal executor --------------------------------------------------------------
-    def answer(self, query):
-        crcs = [crc32(self.read(a, n)) for a, n in query.checks]
-        blanks = [self.read(a, n) == bytes([self._loc(a)[0].erased]) * n for a, n in query.checks]
-        words = {a: int.from_bytes(self.read(a, 4), "little") for a in query.words}
-        return crcs, blanks, words
+    def answer(self, query, image):
+        """What an executor answers: comparisons with the image, CRCs, blank checks (and the
+        blankness of whole pages it compared), words."""
+        a = Answers()
+        for address, n in query.compares:
+            a.equal[(address, n)] = self.read(address, n) == image.data_at(address, n)
+            erased = bytes([self._loc(address)[0].erased]) * n
+            if self.read(address, n) == erased:
+                a.blank[(address, n)] = True
+        for address, n in query.crcs:
+            a.crcs[(address, n)] = crc32(self.read(address, n))
+            if self.read(address, n) == bytes([self._loc(address)[0].erased]) * n:
+                a.blank[(address, n)] = True     # a blank CRC, confirmed
+        for address, n in query.blanks:
+            a.blank[(address, n)] = self.read(address, n) == bytes([self._loc(address)[0].erased]) * n
+        a.words = {w: int.from_bytes(self.read(w, 4), "little") for w in query.words}
+        return a
 
     def facts(self, image, options, costs=COSTS):
         chip = {}
         if options.erase == "auto":
             query = survey_query(image, self.geometry)
-            chip.update(page_states(image, self.geometry, query, *self.answer(query)))
+            chip.update(page_states(image, self.geometry, query, self.answer(query, image)))
         else:   # sector / chip: only what keeping the bytes beside the image needs
             partial = [pg for r, pg in self.geometry.touched(image.ranges())
                        if merge(image.ranges()) and not _whole(image, r, pg)]
             query = survey_query(image, self.geometry, partial)
-            chip.update(page_states(image, self.geometry, query, *self.answer(query)))
+            chip.update(page_states(image, self.geometry, query, self.answer(query, image)))
         for lo, hi in blank_check_ranges(image, self.geometry, chip, options, costs):
             address = lo
             while address < hi:
@@ -247,7 +260,7 @@ def test_a_blank_check_is_asked_only_where_a_mass_erase_could_win():
     chip = Chip(GEOMETRY, [(FLASH, OTHER_78K)])
     image = Image([(FLASH, IMAGE_78K)])
     survey = survey_query(image, GEOMETRY)
-    facts = page_states(image, GEOMETRY, survey, *chip.answer(survey))
+    facts = page_states(image, GEOMETRY, survey, chip.answer(survey, image))
     assert blank_check_ranges(image, GEOMETRY, facts, Options(), COSTS) == [(FLASH + 77 * PAGE, FLASH + 128 * PAGE)]
     assert blank_check_ranges(image, GEOMETRY, facts, Options(erase="sector"), COSTS) == []
     # Without the check the rest is unknown: never a mass erase.
@@ -309,16 +322,16 @@ def test_the_survey_of_a_partial_page_tells_image_bytes_from_bytes_beside_it():
     chip = Chip(GEOMETRY, content + [(FLASH + 0x109, b"\x00")])   # data beside the image, same word as its end
     query = survey_query(image, GEOMETRY)
     assert query.pages == (FLASH,)
-    assert all(a % 4 == 0 and n % 4 == 0 for a, n in query.checks)
+    assert all(a % 4 == 0 and n % 4 == 0 for a, n in query.compares + query.blanks + query.crcs)
     assert FLASH + 0x100 in query.words and FLASH + 0x108 in query.words
-    state = page_states(image, GEOMETRY, query, *chip.answer(query))[FLASH]
+    state = page_states(image, GEOMETRY, query, chip.answer(query, image))[FLASH]
     assert state.matches is False and state.beside_blank is False and state.blank is False
     chip.put(FLASH + 0x102, b"abcdefg")
     chip.put(FLASH + 0x101, b"\xff")
-    state = page_states(image, GEOMETRY, query, *chip.answer(query))[FLASH]
+    state = page_states(image, GEOMETRY, query, chip.answer(query, image))[FLASH]
     assert state.matches is True and state.beside_blank is False
     chip.put(FLASH + 0x109, b"\xff")
-    state = page_states(image, GEOMETRY, query, *chip.answer(query))[FLASH]
+    state = page_states(image, GEOMETRY, query, chip.answer(query, image))[FLASH]
     assert state.matches is True and state.beside_blank is True
     assert state.crc == crc32(chip.read(FLASH, PAGE))
 

@@ -301,17 +301,34 @@ class _Pages:
 
 @dataclass(frozen=True)
 class Query:
-    """What to ask the chip about some pages: the CRC32 and blankness of word-aligned
-    ``checks`` ``(address, length)`` (each length a multiple of 4; consecutive checks of one
-    size may be run as one), and the 32-bit words at ``words`` (where the image starts or ends
-    inside a word). Answer with :func:`page_states`."""
-    checks: Tuple[Range, ...]
-    words: Tuple[int, ...]
+    """What to ask the chip about some of the pages an image touches (:func:`survey_query`).
+
+    ``compares``: word-aligned ranges ``(address, length)`` to compare with the image's bytes
+    there (answer: equal or not; the executor may compare CRCs). ``crcs``: the pages the image
+    covers only in part, whose zlib.crc32 is wanted whole. ``blanks``: word-aligned ranges
+    beside the image: are they erased, exactly? ``words``: addresses of 32-bit words to read,
+    where the image begins or ends inside a word. Answer with an :class:`Answers`.
+    """
     pages: Tuple[int, ...]
+    compares: Tuple[Range, ...]
+    crcs: Tuple[Range, ...]
+    blanks: Tuple[Range, ...]
+    words: Tuple[int, ...]
 
     @property
-    def check_bytes(self) -> int:
-        return sum(n for _, n in self.checks)
+    def bytes_compared(self) -> int:
+        return sum(n for _, n in self.compares)
+
+
+@dataclass
+class Answers:
+    """The chip's answers to a :class:`Query`, keyed by ``(address, length)`` (``words`` by
+    address: the little-endian 32-bit value). ``blank`` may also hold whole pages the executor
+    found blank, and ``crcs`` pages it computed anyway."""
+    equal: Dict[Range, bool] = field(default_factory=dict)
+    crcs: Dict[Range, int] = field(default_factory=dict)
+    blank: Dict[Range, bool] = field(default_factory=dict)
+    words: Dict[int, int] = field(default_factory=dict)
 
 
 def _align_pieces(pieces: Sequence[Range]) -> Tuple[List[Range], List[int]]:
@@ -332,68 +349,77 @@ def _align_pieces(pieces: Sequence[Range]) -> Tuple[List[Range], List[int]]:
 
 
 def survey_query(image, geometry: Geometry, pages: Optional[Iterable[int]] = None) -> Query:
-    """What to ask the chip to know, of every page the image touches (or of ``pages``
-    among them): its CRC and blankness, whether it holds the image's bytes, and whether its
-    bytes beside the image are blank. Whole pages cost one check each; a page the image
-    covers in part adds checks of the pieces inside and outside the image and reads of the
-    words where they meet."""
+    """What to ask the chip to know, of every page the image touches (or of ``pages`` among
+    them), whether it holds the image's bytes, its CRC, and whether its bytes beside the image
+    are erased. A page the image fills is one comparison; a page it covers in part is a
+    comparison of each piece inside the image, a CRC of the whole page, a blank check of the
+    pieces beside it and the reads of the words where they meet."""
     p = _Pages(image, geometry)
     wanted = set(pages) if pages is not None else None
-    checks: List[Range] = []
-    words: List[int] = []
-    chosen = []
+    chosen, compares, crcs, blanks, words = [], [], [], [], set()
     for region, page in p.touched:
         if wanted is not None and page not in wanted:
             continue
         chosen.append(page)
-        checks.append((page, region.page_size))
-        if not p.whole(region, page):
-            inside = p.inside(region, page)
-            outside = subtract([(page, page + region.page_size)], inside)
-            for pieces in (inside, outside):
-                interiors, edge = _align_pieces(pieces)
-                checks += interiors
-                words += edge
-    return Query(tuple(checks), tuple(sorted(set(words))), tuple(chosen))
+        if p.whole(region, page):
+            compares.append((page, region.page_size))
+            continue
+        crcs.append((page, region.page_size))
+        inside = p.inside(region, page)
+        interiors, edge = _align_pieces(inside)
+        compares += interiors
+        words.update(edge)
+        interiors, edge = _align_pieces(subtract([(page, page + region.page_size)], inside))
+        blanks += interiors
+        words.update(edge)
+    return Query(tuple(chosen), tuple(compares), tuple(crcs), tuple(blanks), tuple(sorted(words)))
 
 
-def page_states(image, geometry: Geometry, query: Query, crcs: Sequence[int], blanks: Sequence[bool],
-                words: Mapping[int, int]) -> Dict[int, PageState]:
-    """The facts about ``query.pages`` from the chip's answers: ``crcs[i]`` (zlib.crc32) and
-    ``blanks[i]`` (every byte erased) of ``query.checks[i]``, ``words[address]`` the 32-bit
-    little-endian word read at each of ``query.words``."""
-    if len(crcs) != len(query.checks) or len(blanks) != len(query.checks):
-        raise PlanError("one CRC and one blank flag per check")
-    answers = {check: (crc, blank) for check, crc, blank in zip(query.checks, crcs, blanks)}
+def page_states(image, geometry: Geometry, query: Query, answers: Answers) -> Dict[int, PageState]:
+    """The facts about ``query.pages`` from the chip's ``answers``. PlanError if one is missing."""
     p = _Pages(image, geometry)
-    regions = dict((page, region) for region, page in p.touched)
+    regions = {page: region for region, page in p.touched}
+
+    def get(table, key, what):
+        try:
+            return table[key]
+        except KeyError:
+            raise PlanError(f"no answer for the {what} of 0x{key[0] if isinstance(key, tuple) else key:08X}") from None
+
+    def edge_bytes(pieces):
+        found = {}
+        for lo, hi in pieces:
+            for address in range(lo, hi):
+                if -(-lo // 4) * 4 <= address < hi // 4 * 4 and -(-lo // 4) * 4 < hi // 4 * 4:
+                    continue           # inside the aligned interior
+                word = address // 4 * 4
+                found[address] = (get(answers.words, word, "word") >> (8 * (address - word))) & 0xFF
+        return found
+
     out = {}
     for page in query.pages:
         region = regions[page]
-        crc, blank = answers[(page, region.page_size)]
+        key = (page, region.page_size)
+        blank = answers.blank.get(key)
         if p.whole(region, page):
-            out[page] = PageState(crc=crc, blank=blank, matches=crc == crc32(image.data_at(page, region.page_size)),
-                                  beside_blank=True)
+            matches = get(answers.equal, key, "comparison")
+            content = image.data_at(page, region.page_size)
+            crc = crc32(content) if matches else answers.crcs.get(key)
+            if matches:
+                blank = content == region.blank_page()
+            out[page] = PageState(crc=crc, blank=blank, matches=matches, beside_blank=True)
             continue
         inside = p.inside(region, page)
         outside = subtract([(page, page + region.page_size)], inside)
-
-        def edge_bytes(pieces):
-            found = {}
-            for lo, hi in pieces:
-                for address in range(lo, hi):
-                    word = address // 4 * 4
-                    if word in words and (address < -(-lo // 4) * 4 or address >= hi // 4 * 4):
-                        found[address] = (words[word] >> (8 * (address - word))) & 0xFF
-            return found
-
         interiors, _ = _align_pieces(inside)
-        matches = all(answers[(a, n)][0] == crc32(image.data_at(a, n)) for a, n in interiors)
-        matches = matches and all(value == image.data_at(address, 1)[0]
-                                  for address, value in edge_bytes(inside).items())
+        matches = all(get(answers.equal, piece, "comparison") for piece in interiors) and all(
+            value == image.data_at(address, 1)[0] for address, value in edge_bytes(inside).items())
         interiors, _ = _align_pieces(outside)
-        beside_blank = all(answers[(a, n)][1] for a, n in interiors)
-        beside_blank = beside_blank and all(value == region.erased for value in edge_bytes(outside).values())
+        beside_blank = all(get(answers.blank, piece, "blank check") for piece in interiors) and all(
+            value == region.erased for value in edge_bytes(outside).values())
+        crc = get(answers.crcs, key, "CRC")
+        if blank is None and crc != crc32(region.blank_page()):
+            blank = False
         out[page] = PageState(crc=crc, blank=blank, matches=matches, beside_blank=beside_blank)
     return out
 
@@ -737,11 +763,13 @@ def untouched_states(geometry: Geometry, image, blank_ranges: Sequence[Range]) -
 
 
 def estimate_survey(query: Query, costs: Costs) -> float:
-    """Estimated device time of answering ``query``."""
-    return query.check_bytes * costs.crc_per_byte + len(query.words) * 4 * costs.read_per_byte * 3
+    """Estimated device time of answering ``query`` (one CRC or blank check per byte, three
+    transfers per word read)."""
+    checked = query.bytes_compared + sum(n for _, n in query.crcs) + sum(n for _, n in query.blanks)
+    return checked * costs.crc_per_byte + len(query.words) * 12 * costs.read_per_byte
 
 
-__all__ = ["Costs", "Geometry", "Options", "PageState", "PageWrite", "Plan", "PlanError", "Query", "Region",
+__all__ = ["Answers", "Costs", "Geometry", "Options", "PageState", "PageWrite", "Plan", "PlanError", "Query", "Region",
            "Step", "blank_check_ranges", "crc32", "estimate_survey", "intersect", "make_plan", "merge",
            "needs_reading", "page_states", "states_from_data", "subtract", "survey_query",
            "untouched_states"]

@@ -2,23 +2,48 @@
 :class:`~scons_pyocd.plan.Plan` is cut into calls that fit the algorithm's RAM. Pure: no pyOCD.
 
 One call of ``Exec`` runs one table: erase pages, program runs of bytes, check ranges (CRC-32
-and blankness through the STM32 CRC unit). The RAM the algorithm leaves free is split in two
+through the STM32 CRC unit, or blankness). The RAM the algorithm leaves free is split in two
 halves; while one call runs from one half, the host loads the next call into the other, so
-the flash controller is kept busy and the host's transfers hide behind it. Each half holds,
-in this order: the table, the data the table programs, the results it writes.
+the flash controller is kept busy and the host's transfers hide behind it. A call's table
+and data go at the start of its half (the host writes them in one block), its results after
+them.
 
-A call's contents are chosen so that the host's transfer of the next call fits in the time
-the flash controller needs for the current one (:func:`write_calls`): the first call starts
-small (or with the erases, which need no data), the next ones grow to fill a half.
+:func:`write_calls` sizes each call so that loading the next one takes no longer than the
+flash controller is busy with the current one: the first call carries the erases, which
+need no data, or only a little data; the next ones grow to fill a half.
 """
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-END, ERASE, MASS, PROG, CHECK = 0, 1, 2, 3, 4
+END, ERASE, MASS, PROG, CRC, BLANK, ZCRC = 0, 1, 2, 3, 4, 5, 6
+CHECKS = (CRC, BLANK, ZCRC)
 MAX_ARG = (1 << 28) - 1
-#: A run of erased half-words at least this long is not transferred nor programmed.
+#: A run of erased half-words at least this long (bytes) is neither loaded nor programmed.
 GAP = 32
+
+_REVERSED = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
+
+
+def _rbit(value: int) -> int:
+    return int(f"{value & 0xFFFFFFFF:032b}"[::-1], 2)
+
+
+def unit_crc(data: bytes) -> int:
+    """What the CRC command returns for ``data`` (a whole number of words): the STM32 CRC
+    unit's CRC_DR after feeding its little-endian words as they are, from the reset value.
+
+    The unit's CRC-32 (0x04C11DB7, MSB first, no reflection, no final XOR; RM0041 section 3)
+    of that bit stream is zlib's (reflected) CRC-32 of the same bits in the other order: each
+    word's bytes reversed, each byte's bits reversed. So zlib computes it at C speed.
+    """
+    if len(data) % 4:
+        raise ValueError("the CRC unit takes whole words")
+    swapped = bytearray(len(data))
+    for k in range(4):
+        swapped[k::4] = data[3 - k::4]
+    return _rbit(zlib.crc32(bytes(swapped).translate(_REVERSED)) ^ 0xFFFFFFFF)
 
 
 def op(code: int, arg: int = 0) -> int:
@@ -29,23 +54,21 @@ def op(code: int, arg: int = 0) -> int:
 
 @dataclass
 class Call:
-    """One call of Exec: its table and data (the host writes ``image()`` at ``base``), where
-    its results go, and what to do with them.
+    """One call of Exec: its table and data (the host writes :meth:`image` at ``base``), where
+    its results go (:attr:`results`), and what the call stands for.
 
-    ``checks``: ``(address, size, count)`` of each CHECK command, in order; ``pages_done``:
-    the pages whose last byte this call programs; ``device_s``: its estimated device time.
+    ``checks``: ``(kind, address, size, count)`` of each check command, in order;
+    ``pages_done``: the pages whose last byte this call programs; ``units``: half-words
+    programmed; ``device_s``: the estimated device time of the call.
     """
     base: int
     words: List[int] = field(default_factory=list)
     data: bytearray = field(default_factory=bytearray)
-    checks: List[Tuple[int, int, int]] = field(default_factory=list)
+    checks: List[Tuple[int, int, int, int]] = field(default_factory=list)
     pages_done: List[int] = field(default_factory=list)
     units: int = 0
     device_s: float = 0.0
-    bytes_programmed: int = 0
-
-    # Table entries are built with their data offsets; src addresses are fixed at finish().
-    _prog: List[int] = field(default_factory=list)
+    _src: List[int] = field(default_factory=list)
 
     def add_erase(self, address: int, count: int = 1, step: int = 0) -> None:
         self.words += [op(ERASE, count), address, step]
@@ -54,78 +77,84 @@ class Call:
         self.words.append(op(MASS))
 
     def add_prog(self, dest: int, data: bytes) -> None:
-        if len(data) % 2 or dest % 2:
+        if len(data) % 2 or dest % 2 or not data:
             raise ValueError("programming runs are whole half-words")
-        self._prog.append(len(self.words))
+        self._src.append(len(self.words) + 2)
         self.words += [op(PROG, len(data)), dest, len(self.data)]
         self.data += data
-        self.bytes_programmed += len(data)
 
-    def add_check(self, address: int, size: int, count: int = 1) -> None:
+    def add_check(self, kind: int, address: int, size: int, count: int = 1) -> None:
+        if kind not in CHECKS:
+            raise ValueError(f"not a check: {kind}")
         if size <= 0 or size % 4 or address % 4 or count <= 0:
             raise ValueError(f"check of {count} x {size} bytes at 0x{address:08X}: whole words only")
-        self.words += [op(CHECK, count), address, size]
-        self.checks.append((address, size, count))
+        self.words += [op(kind, count), address, size]
+        self.checks.append((kind, address, size, count))
 
     @property
     def table_bytes(self) -> int:
         return 4 * (len(self.words) + 1)
 
     @property
-    def results_words(self) -> int:
-        return sum(count + (count + 3) // 4 for _, _, count in self.checks)
-
-    def size(self) -> int:
-        return self.table_bytes + -(-len(self.data) // 4) * 4 + 4 * self.results_words
+    def loaded_bytes(self) -> int:
+        """What the host writes: the table and the data."""
+        return self.table_bytes + -(-len(self.data) // 4) * 4
 
     @property
-    def table(self) -> int:
-        return self.base
+    def results_words(self) -> int:
+        return sum((count + 3) // 4 if kind == BLANK else count for kind, _, _, count in self.checks)
+
+    @property
+    def size(self) -> int:
+        return self.loaded_bytes + 4 * self.results_words
 
     @property
     def results(self) -> int:
-        return self.base + self.table_bytes + -(-len(self.data) // 4) * 4
+        """Where the results go."""
+        return self.base + self.loaded_bytes
 
     def image(self) -> List[int]:
         """The words to write at ``base``: the table (END-terminated), then the data."""
         words = list(self.words) + [op(END)]
         data_at = self.base + self.table_bytes
-        for index in self._prog:
-            words[index + 2] += data_at
+        for index in self._src:
+            words[index] += data_at
         padded = bytes(self.data) + b"\xff" * (-len(self.data) % 4)
         words += [int.from_bytes(padded[i:i + 4], "little") for i in range(0, len(padded), 4)]
         return words
 
-    def decode(self, results: Sequence[int]) -> List[Tuple[int, int, bool]]:
-        """``(address, crc, blank)`` of every range the CHECK commands covered, from the
-        ``results_words`` words read at :attr:`results`."""
+    def decode(self, results: Sequence[int]) -> List[Tuple[int, int, int, int]]:
+        """``(kind, address, size, value)`` of every range checked, from the
+        :attr:`results_words` words read at :attr:`results`. ``value``: the CRC, or for BLANK
+        1 (every byte erased) or 0."""
         out, at = [], 0
-        for address, size, count in self.checks:
-            crcs = results[at:at + count]
-            at += count
-            flags = b"".join(int(w).to_bytes(4, "little") for w in results[at:at + (count + 3) // 4])
-            at += (count + 3) // 4
-            out += [(address + i * size, crcs[i] & 0xFFFFFFFF, bool(flags[i])) for i in range(count)]
+        for kind, address, size, count in self.checks:
+            if kind == BLANK:
+                n = (count + 3) // 4
+                flags = b"".join(int(w).to_bytes(4, "little") for w in results[at:at + n])
+                values = list(flags[:count])
+                at += n
+            else:
+                values = [int(v) & 0xFFFFFFFF for v in results[at:at + count]]
+                at += count
+            out += [(kind, address + i * size, size, v) for i, v in enumerate(values)]
         return out
 
 
-def status(result: int, call: Call) -> Optional[Tuple[int, int]]:
-    """None when ``Exec`` succeeded; else ``(command index, FLASH_SR error bits)``."""
+def failure(result: int, call: Call) -> Optional[Tuple[int, List[int], int]]:
+    """None when ``Exec`` returned success; else ``(opcode, the command's words, FLASH_SR
+    error bits)`` of the command that failed."""
     if result == 0:
         return None
-    return (result >> 8) // 4, result & 0xFE
-
-
-def command_at(call: Call, word_index: int) -> Tuple[int, List[int]]:
-    """The command starting at ``word_index`` of the call's table: (opcode, its words)."""
+    index = (result >> 8) // 4
     words = call.image()
-    code = words[word_index] >> 28
-    return code, words[word_index:word_index + (1 if code == MASS else 3)]
+    code = words[index] >> 28 if index < len(words) else END
+    return code, words[index:index + (1 if code == MASS else 3)], result & 0xFE
 
 
-def grouped_checks(ranges: Iterable[Tuple[int, int]]) -> List[Tuple[int, int, int]]:
-    """``(address, size)`` ranges as CHECK commands ``(address, size, count)``: consecutive
-    contiguous ranges of one size become one command."""
+def grouped(ranges: Iterable[Tuple[int, int]]) -> List[Tuple[int, int, int]]:
+    """``(address, size)`` ranges as ``(address, size, count)`` runs: consecutive, contiguous
+    ranges of one size become one."""
     out: List[Tuple[int, int, int]] = []
     for address, size in ranges:
         if out and out[-1][1] == size and out[-1][0] + out[-1][1] * out[-1][2] == address:
@@ -136,55 +165,60 @@ def grouped_checks(ranges: Iterable[Tuple[int, int]]) -> List[Tuple[int, int, in
     return out
 
 
-def check_calls(ranges: Sequence[Tuple[int, int]], halves: Sequence[Tuple[int, int]],
-                crc_s_per_byte: float = 0.0) -> List[Call]:
-    """Calls that check ``ranges`` (``(address, size)``, whole words), each fitting a half."""
+def check_calls(checks: Sequence[Tuple[int, int, int]], halves: Sequence[Tuple[int, int]],
+                s_per_byte: Optional[Dict[int, float]] = None) -> List[Call]:
+    """Calls that run ``checks`` (``(kind, address, size)``, in order; whole words), each
+    fitting a half. ``s_per_byte``: estimated device time per byte of each kind."""
     calls: List[Call] = []
     call: Optional[Call] = None
     length = 0
-    for address, size, count in grouped_checks(ranges):
+    runs_: List[Tuple[int, int, int, int]] = []
+    for kind, address, size in checks:
+        if runs_ and runs_[-1][0] == kind and runs_[-1][2] == size and \
+                runs_[-1][1] + runs_[-1][2] * runs_[-1][3] == address:
+            runs_[-1] = (kind, runs_[-1][1], size, runs_[-1][3] + 1)
+        else:
+            runs_.append((kind, address, size, 1))
+    for kind, address, size, count in runs_:
         while count:
             n = count if call is not None else 0
-            while n and call.size() + 12 + 4 * (n + (n + 3) // 4) > length:   # command, results
+            while n and call.size + 12 + 4 + 4 * (-(-n // 4) if kind == BLANK else n) > length:
                 n -= 1
             if n == 0:
                 base, length = halves[len(calls) % len(halves)]
                 call = Call(base)
                 calls.append(call)
                 continue
-            call.add_check(address, size, n)
-            call.device_s += n * size * crc_s_per_byte
+            call.add_check(kind, address, size, n)
+            call.device_s += n * size * (s_per_byte or {}).get(kind, 0.0)
             address += n * size
             count -= n
     return calls
 
 
 def runs(address: int, data: bytes, erased: int = 0xFF, gap: int = GAP) -> List[Tuple[int, bytes]]:
-    """The parts of ``data`` (to go at ``address``, half-word aligned) worth programming on an
-    erased page: runs of erased half-words of at least ``gap`` bytes are left out."""
+    """The parts of ``data`` (to go at ``address`` on an erased page, half-word aligned) worth
+    loading and programming: runs of at least ``gap`` bytes of erased half-words, and erased
+    half-words at either end, are left out (the algorithm would skip them anyway)."""
     blank = bytes([erased, erased])
     out: List[Tuple[int, bytes]] = []
-    start = None
-    i = 0
-    n = len(data)
+    start: Optional[int] = None
+    i, n = 0, len(data)
     while i < n:
-        if data[i:i + 2] == blank:
-            j = i
-            while j < n and data[j:j + 2] == blank:
-                j += 2
-            if j - i >= gap or j >= n or start is None:
-                if start is not None:
-                    out.append((address + start, data[start:i]))
-                    start = None
-                i = j
-                continue
-            i = j
+        if data[i:i + 2] != blank:
+            if start is None:
+                start = i
+            i += 2
             continue
-        if start is None:
-            start = i
-        i += 2
+        j = i
+        while j < n and data[j:j + 2] == blank:
+            j += 2
+        if start is not None and (j - i >= gap or j >= n):
+            out.append((address + start, data[start:i]))
+            start = None
+        i = j
     if start is not None:
-        out.append((address + start, data[start:n]))
+        out.append((address + start, data[start:]))
     return out
 
 
@@ -192,7 +226,7 @@ def runs(address: int, data: bytes, erased: int = 0xFF, gap: int = GAP) -> List[
 class Pipeline:
     """What :func:`write_calls` needs to know of the executor: the RAM halves ``(base, length)``,
     the debug port's time to load one byte into RAM, the first call's data budget when nothing
-    runs while it loads, and the on-chip CRC's time per byte."""
+    runs while it loads, the smallest data budget, and the time per byte of a CRC check."""
     halves: Sequence[Tuple[int, int]]
     load_s_per_byte: float
     first_bytes: int = 256
@@ -207,32 +241,29 @@ class _Calls:
         self.p = pipeline
         self.calls: List[Call] = []
         self.current: Optional[Call] = None
-        self.limit = 0
+        self.limit = self.space = 0
 
-    def open(self, first_budget: Optional[int] = None) -> Call:
+    def open(self) -> Call:
         base, length = self.p.halves[len(self.calls) % len(self.p.halves)]
         previous = self.calls[-1] if self.calls else None
-        call = Call(base)
-        self.calls.append(call)
         if previous is None:
-            budget = self.p.first_bytes if first_budget is None else first_budget
+            budget = self.p.first_bytes
         elif self.p.load_s_per_byte <= 0:
             budget = length
         else:   # load no more than the previous call keeps the flash busy for
             budget = int(previous.device_s / self.p.load_s_per_byte * 0.9)
+        self.current = Call(base)
+        self.calls.append(self.current)
         self.limit = min(length, max(self.p.min_bytes, budget) + 64)
         self.space = length
-        self.current = call
-        return call
+        return self.current
 
     def room(self, results_words: int = 0) -> int:
-        """Loaded bytes the current call can still take, keeping ``results_words`` of results."""
+        """Bytes the current call can still load, keeping room for ``results_words`` more."""
         call = self.current
         if call is None:
             return -1
-        loaded = call.table_bytes + len(call.data)
-        used = call.size() + 4 * results_words + 4
-        return min(self.limit - loaded, self.space - used)
+        return min(self.limit - call.loaded_bytes, self.space - call.size - 4 * results_words)
 
     def need(self, loaded: int, results_words: int = 0) -> Call:
         if self.room(results_words) < loaded:
@@ -244,14 +275,14 @@ class _Calls:
 
 
 def write_calls(plan, pipeline: Pipeline, regions: Dict[int, object]) -> List[Call]:
-    """The calls that carry out the plan's erases, programming and (``verify='crc'``) checks.
+    """The calls that carry out the plan's erases and programming, and with ``verify='crc'``
+    a CRC check of each page programmed, right after its last byte.
 
     ``regions`` maps each page of the plan to its :class:`~scons_pyocd.plan.Region`. A mass
     erase, or the first page's erase, is a call of its own: it needs no data, and the next
     call loads while it runs. Each other page erase goes with the first bytes programmed into
-    its page, each page's check with its last. A call's data is sized so that loading it takes
-    no longer than the call before it keeps the flash busy. Runs of erased half-words are
-    neither loaded nor programmed (:func:`runs`).
+    its page. A call's data is sized so that loading it takes no longer than the call before
+    it keeps the flash busy. Runs of erased half-words are neither loaded nor programmed.
     """
     verify = plan.options.verify == "crc"
     b = _Calls(pipeline)
@@ -272,26 +303,22 @@ def write_calls(plan, pipeline: Pipeline, regions: Dict[int, object]) -> List[Ca
             call.device_s += regions[page].page_erase_s
             erased.add(page)
         b.close()
+    check = 1 if verify else 0           # result words of a page's check
     for write in plan.program:
         region = regions[write.address]
         pieces = runs(write.address, write.data, region.erased)
-        erase = write.erase and write.address not in erased
-        check = 1 + 1 if verify else 0          # results words of the page's check
-        if erase:
-            first = min(len(pieces[0][1]), 64) if pieces else 0
-            call = b.need(12 + 12 + first, check)
+        if write.erase and write.address not in erased:
+            call = b.need(12 + 12 + (min(len(pieces[0][1]), 64) if pieces else 0), check)
             call.add_erase(write.address)
             call.device_s += region.page_erase_s
-        if not pieces:
-            call = b.need(12 if verify else 0, check)
         for index, (dest, data) in enumerate(pieces):
-            last_piece = index == len(pieces) - 1
+            last = index == len(pieces) - 1
             while data:
-                tail = 12 if last_piece else 0
-                call = b.need(12 + 2 + tail, check if last_piece else 0)
-                n = min(len(data), (b.room(check if last_piece else 0) - 12 - tail) // 2 * 2)
-                if n < len(data) and last_piece:
-                    n = min(len(data), (b.room() - 12) // 2 * 2)
+                tail = 12 if last and verify else 0
+                call = b.need(12 + 2 + tail, check)
+                n = min(len(data), (b.room(check) - 12 - tail) // 2 * 2)
+                if n < len(data):
+                    n = min(len(data), (b.room(check) - 12) // 2 * 2)
                 part, data = data[:n], data[n:]
                 call.add_prog(dest, part)
                 units = region.program_units(part, True)
@@ -300,9 +327,10 @@ def write_calls(plan, pipeline: Pipeline, regions: Dict[int, object]) -> List[Ca
                 dest += n
         if verify:
             call = b.need(12, check)
-            call.add_check(write.address, region.page_size)
+            call.add_check(CRC, write.address, region.page_size)
             call.device_s += region.page_size * pipeline.crc_s_per_byte
-        call.pages_done.append(write.address)
+        (b.current or (b.calls[-1] if b.calls else b.open())).pages_done.append(write.address)
+    longest = max((length for _, length in pipeline.halves), default=0)
     for call in b.calls:
-        assert call.size() <= max(length for _, length in pipeline.halves), "a call outgrew its half"
+        assert call.size <= longest, "a call outgrew its half"
     return b.calls

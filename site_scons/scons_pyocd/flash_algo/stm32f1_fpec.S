@@ -17,19 +17,25 @@
  *                                     flash `dest`, across page boundaries; a
  *                                     half-word 0xFFFF over an erased half-word
  *                                     is skipped (programming it changes nothing)
- *   4 CHECK  | count, address, size   for `count` ranges of `size` bytes (a
- *                                     multiple of 4) from `address`: write each
- *                                     range's zlib CRC-32 to the results, then one
- *                                     byte per range, 1 if every byte is 0xFF
- *                                     (exact: the AND of its words), padded to a word
+ *   4 CRC    | count, address, size   for `count` ranges of `size` bytes (a
+ *                                     multiple of 4) from `address`: the CRC unit's
+ *                                     value after feeding the range's words as
+ *                                     they are (one result word per range)
+ *   5 BLANK  | count, address, size   one result byte per range: 1 if every byte
+ *                                     is 0xFF (exact: the AND of its words), 0 if
+ *                                     not; padded to a word
+ *   6 ZCRC   | count, address, size   the range's zlib CRC-32 (one word per range)
  *
  * Exec(r0 = table, r1 = results) returns 0, or (offset of the failing command in
  * the table) << 8 | FLASH_SR error bits (PGERR 0x04, WRPRTERR 0x10) | 1.
  *
- * CHECK feeds the STM32 CRC unit (RM0041 section 6: CRC-32, polynomial
+ * CRC and ZCRC feed the STM32 CRC unit (RM0041 section 3: CRC-32, polynomial
  * 0x04C11DB7, initial value 0xFFFFFFFF, one 32-bit word per write to CRC_DR,
- * no reflection). Feeding it RBIT of each little-endian word and taking
- * NOT RBIT(CRC_DR) at the end gives zlib.crc32 of the bytes.
+ * no reflection). ZCRC feeds it RBIT of each little-endian word and returns
+ * NOT RBIT(CRC_DR), which is zlib.crc32 of the bytes. CRC feeds the words as
+ * they are, two instructions a word fewer: the host computes the value to
+ * expect with zlib over the bytes bit-reversed and word-swapped (a CRC-32 all
+ * the same, for comparing with data the host holds).
  *
  * Clocks: Init(adr, clk, fnc) with clk >= 24000000 raises SYSCLK to 24 MHz, the
  * F100's maximum, from the PLL fed by HSI/2 (x6; no crystal needed), if and only
@@ -310,7 +316,11 @@ next:
     cmp     r1, #3
     beq     op_prog
     cmp     r1, #4
-    beq     op_check
+    beq     op_crc
+    cmp     r1, #5
+    beq     op_blank
+    cmp     r1, #6
+    beq     op_zcrc
     movs    r0, #0                  /* END (or an unknown command) */
 done:
     add     sp, sp, #4
@@ -333,8 +343,7 @@ op_erase:                           /* count, address, step */
     add     r4, r4, r5
     subs    r6, r6, #1
     bne     1b
-    add     r10, r10, #12
-    b       next
+    b       step3
 
 op_mass:
     bl      do_mass
@@ -350,60 +359,113 @@ op_prog:                            /* bytes, dest, src */
     bl      do_prog
     cmp     r0, #0
     bne     fail
-    add     r10, r10, #12
-    b       next
+    b       step3
 
-op_check:                           /* count, address, size */
+/* From the command: r4 = address, r8 = size, r12 = count; r2 = the CRC unit. */
+    .thumb_func
+ranges:
     ldr     r4, [r10, #4]
     ldr     r8, [r10, #8]
-    mov     r12, r2                 /* ranges to go */
-    add     lr, r11, r2, lsl #2     /* the blank flags follow the CRCs */
+    mov     r12, r2
     ldr     r2, =CRC_R
-range:
-    movs    r0, #1
-    str     r0, [r2, #CRC_CR]       /* RESET: CRC_DR = 0xFFFFFFFF */
-    mov     r3, #-1                 /* AND of the words */
-    add     r7, r4, r8              /* end */
+    bx      lr
+
+/* r7 = end of the range at r4, r9 = end of its 16-byte blocks. */
+    .thumb_func
+bounds:
+    add     r7, r4, r8
     bic     r9, r8, #15
-    add     r9, r9, r4              /* end of the 16-byte blocks */
+    add     r9, r9, r4
+    bx      lr
+
+op_crc:
+    bl      ranges
+1:  movs    r0, #1
+    str     r0, [r2, #CRC_CR]       /* RESET: CRC_DR = 0xFFFFFFFF */
+    bl      bounds
     cmp     r4, r9
-    bcs     2f
-1:  ldmia   r4!, {r0, r1, r5, r6}
+    bcs     3f
+2:  ldmia   r4!, {r0, r1, r5, r6}
+    str     r0, [r2]
+    str     r1, [r2]
+    str     r5, [r2]
+    str     r6, [r2]
+    cmp     r4, r9
+    bcc     2b
+3:  cmp     r4, r7
+    bcs     5f
+4:  ldr     r0, [r4], #4
+    str     r0, [r2]
+    cmp     r4, r7
+    bcc     4b
+5:  ldr     r0, [r2]
+    str     r0, [r11], #4
+    subs    r12, r12, #1
+    bne     1b
+    b       step3
+
+op_zcrc:
+    bl      ranges
+1:  movs    r0, #1
+    str     r0, [r2, #CRC_CR]
+    bl      bounds
+    cmp     r4, r9
+    bcs     3f
+2:  ldmia   r4!, {r0, r1, r5, r6}
     rbit    r0, r0
     str     r0, [r2]
-    ands    r3, r0
     rbit    r1, r1
     str     r1, [r2]
-    ands    r3, r1
     rbit    r5, r5
     str     r5, [r2]
-    ands    r3, r5
     rbit    r6, r6
     str     r6, [r2]
-    ands    r3, r6
     cmp     r4, r9
-    bcc     1b
-2:  cmp     r4, r7
-    bcs     4f
-3:  ldr     r0, [r4], #4
+    bcc     2b
+3:  cmp     r4, r7
+    bcs     5f
+4:  ldr     r0, [r4], #4
     rbit    r0, r0
     str     r0, [r2]
-    ands    r3, r0
     cmp     r4, r7
-    bcc     3b
-4:  ldr     r0, [r2]
+    bcc     4b
+5:  ldr     r0, [r2]
     rbit    r0, r0
     mvns    r0, r0
     str     r0, [r11], #4
-    adds    r3, r3, #1              /* every bit set: 0 */
+    subs    r12, r12, #1
+    bne     1b
+    b       step3
+
+op_blank:
+    bl      ranges
+1:  mov     r3, #-1                 /* AND of the words */
+    bl      bounds
+    cmp     r4, r9
+    bcs     3f
+2:  ldmia   r4!, {r0, r1, r5, r6}
+    ands    r0, r1
+    ands    r5, r6
+    ands    r3, r0
+    ands    r3, r5
+    cmp     r4, r9
+    bcc     2b
+3:  cmp     r4, r7
+    bcs     5f
+4:  ldr     r0, [r4], #4
+    ands    r3, r0
+    cmp     r4, r7
+    bcc     4b
+5:  adds    r3, r3, #1              /* every bit set: 0 */
     ite     eq
     moveq   r0, #1
     movne   r0, #0
-    strb    r0, [lr], #1
+    strb    r0, [r11], #1
     subs    r12, r12, #1
-    bne     range
-    add     lr, lr, #3
-    bic     r11, lr, #3
+    bne     1b
+    add     r11, r11, #3
+    bic     r11, r11, #3
+step3:
     add     r10, r10, #12
     b       next
 
