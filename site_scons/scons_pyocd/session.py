@@ -635,7 +635,7 @@ class Connection:
         seconds = time.monotonic() - started
         self._progress.done()
         with translate(self.probe_id, f"flashing {image.source}"):
-            ex.finish()
+            ex.finish(reset_follows=self.settings.reset != "none")
         self.reset_after()
         written = {w.address: w.data for w in plan.program}
         for region in plan.mass_erase:     # every other page of a mass-erased region ends blank
@@ -683,7 +683,7 @@ class Connection:
             before_write(None)
             with translate(self.probe_id, "erasing the chip"):
                 self.executor().erase(geometry.regions, None, self._progress)
-                self.executor().finish()
+                self.executor().finish(reset_follows=self.settings.reset != "none")
             self.reset_after()
             return f"erase {self.target_name} via {self.probe_id}: mass erase"
         pages: List[int] = []
@@ -700,7 +700,7 @@ class Connection:
         before_write(spans)
         with translate(self.probe_id, "erasing sectors"):
             self.executor().erase(geometry.regions, pages, self._progress)
-            self.executor().finish()
+            self.executor().finish(reset_follows=self.settings.reset != "none")
         self.reset_after()
         return (f"erase {self.target_name} via {self.probe_id}: {len(pages)} sectors, "
                 f"0x{spans[0][0]:08X}-0x{spans[-1][1] - 1:08X}")
@@ -832,12 +832,15 @@ FPEC_EXTENSION = "scons_pyocd"
 
 
 class _FpecExecutor:
-    """Carries plans out with our flash algorithm's ``Exec`` command tables
+    """Carries plans out with our flash algorithm's ``ExecA``/``ExecB`` command tables
     (:mod:`.flash_algo.commands`): one call erases, programs several pages and checks them
-    with the CRC unit; while it runs the next call is loaded (two RAM halves). Through pyOCD's
-    public API: ``Flash.init`` (loads the algorithm, raises the core clock through its Init),
-    ``Flash.cleanup``, target core registers, ``resume``, ``get_state`` and memory block
-    reads and writes.
+    with the CRC unit; while it runs the next call is loaded into the other RAM half. Through
+    pyOCD's public target API only: memory block writes and reads (loading the algorithm's
+    Exec part, tables, data, results), core registers (PC to start a call; SP and xPSR once),
+    ``resume``, ``get_state``, ``halt``.
+
+    The first call raises the core clock (24 MHz from the PLL) for the CRC work; ``finish``
+    puts it back and locks the flash controller, unless a reset follows (which does both).
     """
 
     how_compared = "by on-chip CRC (CRC unit)"
@@ -847,24 +850,23 @@ class _FpecExecutor:
         self.c = commands
         self.connection = connection
         self.region = region
-        self.flash = region.flash
         self.target = connection.target
         self.ext = ext
-        self.algo = self.flash.flash_algo
-        lo, hi = ext["work"]
-        half = (hi - lo) // 2 // 4 * 4
-        self.halves = [(lo, half), (lo + half, hi - lo - half)]
-        self.ready = False
+        self.algo = region.flash.flash_algo
+        self.halves = [tuple(h) for h in ext["halves"]]
+        self.entries = {self.halves[0][0]: ext["pc_exec"][0], self.halves[1][0]: ext["pc_exec"][1]}
         swd = _swd_s_per_byte(connection)
         clock = ext.get("clock_hz", 8_000_000)
         self.costs = Costs(crc_per_byte=ext["crc_cycles_per_word"] / clock / 4, read_per_byte=swd,
-                           call=25 * swd * 4, skips_erased_units=True)
+                           call=12 * swd * 4, skips_erased_units=True)
         self.load_s_per_byte = swd
-        self._xpsr_set = False
+        self.loaded = self.extra_loaded = self.clock_pending = False
+        self.raise_clock = bool(ext.get("clock_hz"))
+        self._first_call = True
 
     # -- the algorithm ----------------------------------------------------------------------
     def _ensure(self) -> None:
-        if self.ready:
+        if self.loaded:
             return
         obr = self.ext.get("rdp_register")
         if obr is not None and self.target.read32(obr[0]) & obr[1]:
@@ -874,29 +876,47 @@ class _FpecExecutor:
                 "protection (pyocd commander's 'unlock', or STM32CubeProgrammer; this mass-erases "
                 "the chip) and try again. The board is not recorded as flashed; run the command "
                 "again once fixed.")
-        self.flash.init(self.flash.Operation.VERIFY, address=self.region.start,
-                        clock=int(self.ext.get("clock_hz", 0)), reset=False)
-        self.ready = True
+        if not self.target.is_halted():
+            self.target.halt()
+        self.target.write_memory_block32(self.algo["load_address"],
+                                         self.algo["instructions"][:self.ext["exec_words"]])
+        self.loaded = True
+        self.extra_loaded = False
+        self._first_call = True
 
-    def finish(self) -> None:
-        """Put the chip back (the algorithm's UnInit: FPEC locked, clocks restored)."""
-        if self.ready:
-            self.ready = False
-            self.flash.cleanup()
+    def _ensure_extra(self) -> None:
+        """Load the commands used only now and then (MASS, CLOCK 0)."""
+        if not self.extra_loaded:
+            start, end = self.ext["exec_words"], self.ext["extra_words"]
+            self.target.write_memory_block32(self.algo["load_address"] + 4 * start,
+                                             self.algo["instructions"][start:end])
+            self.extra_loaded = True
+
+    def finish(self, reset_follows: bool = False) -> None:
+        """Put the clocks back and lock the flash controller (a call of its own), unless a
+        system reset follows, which does both."""
+        if not self.loaded:
+            return
+        try:
+            if not reset_follows:
+                call = self.c.Call(self.halves[0][0])
+                call.add_clock(False)
+                self.run_calls([call])
+        finally:
+            self.loaded = False
 
     def _start(self, call) -> None:
-        regs = ["r0", "r1", "pc", "lr", "sp"]
-        values = [call.base, call.results, self.ext["pc_exec"], self.algo["load_address"] + 1,
-                  self.algo["begin_stack"]]
-        if not self._xpsr_set:
-            regs.append("xpsr")
-            values.append(0x01000000)       # Thumb state
-            self._xpsr_set = True
+        regs, values = ["pc"], [self.entries[call.base]]
+        if self._first_call:
+            regs += ["sp", "xpsr"]
+            values += [self.algo["begin_stack"], 0x01000000]      # xPSR: Thumb state
+            self._first_call = False
         self.target.write_core_registers_raw(regs, values)
         self.target.resume()
 
-    def _wait(self, call, timeout: float) -> int:
-        """Wait for the call's BKPT; its r0. FlashFailure if it stopped anywhere else."""
+    def _wait(self, call, timeout: float) -> List[int]:
+        """Wait for the call's BKPT; its status word and the results the host reads. FlashFailure
+        when it did not get to the end."""
         import time
         from pyocd.core import exceptions as x
         from pyocd.core.target import Target
@@ -907,22 +927,25 @@ class _FpecExecutor:
                 break
             if time.monotonic() > deadline:
                 self.target.halt()
+                self._first_call = True
                 raise x.FlashFailure(f"the flash algorithm did not finish within {timeout:.0f} s")
         if state != Target.State.HALTED:
             self.target.halt()
-        r0, pc = self.target.read_core_registers_raw(["r0", "pc"])
-        if state != Target.State.HALTED or pc & ~1 != self.algo["load_address"]:
-            raise x.FlashFailure(f"the flash algorithm stopped at pc=0x{pc:08X} instead of returning "
+        words = list(self.target.read_memory_block32(call.status, call.read_words))
+        if state != Target.State.HALTED or words[0] == self.c.PENDING:
+            self._first_call = True         # set SP again before the next call
+            pc = self.target.read_core_register("pc")
+            raise x.FlashFailure(f"the flash algorithm stopped at pc=0x{pc:08X} before the end "
                                  f"({'locked up' if state == Target.State.LOCKUP else 'a fault'})")
-        return r0
+        return words
 
     def _timeout(self, call) -> float:
         base = float(self.connection.session_options().get("flash.timeout.program", 10.0))
         return base + 3 * call.device_s
 
-    def _check_result(self, call, r0: int) -> None:
+    def _check_result(self, call, status: int) -> None:
         from pyocd.core import exceptions as x
-        failed = self.c.failure(r0, call)
+        failed = self.c.failure(status, call)
         if failed is None:
             return
         code, words, sr = failed
@@ -932,10 +955,20 @@ class _FpecExecutor:
             where = f" at 0x{words[1]:08X}" if code == self.c.ERASE else ""
             raise x.FlashEraseFailure(f"{'page' if code == self.c.ERASE else 'mass'} erase failed{where} "
                                       f"({flags})", address=words[1] if code == self.c.ERASE else None,
-                                      result_code=r0)
+                                      result_code=status)
         dest = words[1] if len(words) > 1 else 0
         raise x.FlashProgramFailure(f"programming 0x{dest:08X}-0x{dest + (words[0] & 0xFFFFFFF) - 1:08X} "
-                                    f"failed ({flags})", address=dest, result_code=r0)
+                                    f"failed ({flags})", address=dest, result_code=status)
+
+    def _prepare(self, calls) -> None:
+        """Load the algorithm if needed; the first call after loading raises the core clock.
+        Call it before computing addresses inside the calls (it may add a command)."""
+        if not self.loaded:
+            self._ensure()
+            self.clock_pending = self.raise_clock
+        if self.clock_pending and calls:
+            calls[0].raise_clock_first()
+            self.clock_pending = False
 
     def run_calls(self, calls, on_done=None, progress: Optional[Progress] = None) -> None:
         """Run ``calls`` in order, loading each while the one before runs. ``on_done(call,
@@ -943,7 +976,9 @@ class _FpecExecutor:
         (Ctrl-C is honoured there: after a call ends, before the next starts)."""
         if not calls:
             return
-        self._ensure()
+        self._prepare(calls)
+        if any(call.needs_extra for call in calls):
+            self._ensure_extra()
         self.target.write_memory_block32(calls[0].base, calls[0].image())
         self._start(calls[0])
         running = 0
@@ -952,20 +987,18 @@ class _FpecExecutor:
                 if i + 1 < len(calls):
                     nxt = calls[i + 1]
                     self.target.write_memory_block32(nxt.base, nxt.image())
-                r0 = self._wait(call, self._timeout(call))
+                words = self._wait(call, self._timeout(call))
                 running = None
-                self._check_result(call, r0)
+                self._check_result(call, words[0])
                 if progress is not None:
                     progress.check()
                 if i + 1 < len(calls):
                     self._start(calls[i + 1])
                     running = i + 1
-                results = (self.target.read_memory_block32(call.results, call.results_words)
-                           if call.results_words else [])
                 if on_done is not None:
-                    on_done(call, results)
+                    on_done(call, words[1:])
                 if progress is not None:
-                    progress.advance(max(1, len(call.pages_done)) if call.pages_done else 0)
+                    progress.advance(len(call.pages_done))
         except BaseException:
             if running is not None:     # let the running call end before giving up
                 with contextlib.suppress(Exception):
@@ -975,13 +1008,51 @@ class _FpecExecutor:
     # -- questions -------------------------------------------------------------------------------
     def answer(self, image: Image, geometry: Geometry, query: Query, progress: Progress,
                crcs_of_differing: bool = False) -> Dict[int, PageState]:
+        """Answer ``query`` with the CRC unit. The comparisons are CRCs of the chip's ranges;
+        when there are many, the values the image should give are loaded while the CRCs run and
+        compared on the chip, so only a bit per range comes back."""
         c = self.c
-        checks = ([(c.CRC, a, n) for a, n in query.compares] + [(c.ZCRC, a, n) for a, n in query.crcs]
-                  + [(c.BLANK, a, n) for a, n in query.blanks])
         answers = Answers()
-        found = self._checks(checks, progress)
-        for a, n in query.compares:
-            answers.equal[(a, n)] = found[(c.CRC, a, n)] == c.unit_crc(image.data_at(a, n))
+        expected = [c.unit_crc(image.data_at(a, n)) for a, n in query.compares]
+        first = [(c.ZCRC, a, n) for a, n in query.crcs] + [(c.BLANK, a, n) for a, n in query.blanks]
+        checks = first + [(c.CRC, a, n) for a, n in query.compares]
+        calls = c.check_calls(checks, self.halves, self._rates())
+        self._prepare(calls)
+        crcs: Dict[Range, int] = {}
+        on_chip = len(calls) == 1 and len(expected) > 8
+        if on_chip:     # a second call compares the CRCs with what the image gives
+            survey = calls[0]
+            before = sum(c._result_words(kind, count) for kind, _, _, count in survey.checks
+                         if kind != c.CRC)
+            survey.read = before
+            compare = c.Call(self.halves[1][0])
+            compare.add_cmp(survey.results + 4 * before, expected)
+            calls.append(compare)
+        found: Dict[Tuple[int, int, int], int] = {}
+        bits: List[int] = []
+
+        def done(call, results):
+            if on_chip and call is calls[-1]:
+                bits.extend(results)
+                return
+            for kind, address, size, value in call.decode(results):
+                found[(kind, address, size)] = value
+
+        progress.phase("comparing", len(query.pages))
+        self.run_calls(calls, done, progress)
+        if on_chip:
+            differ = [i for i in range(len(expected)) if bits[i // 32] >> (i % 32) & 1]
+            for i, (a, n) in enumerate(query.compares):
+                answers.equal[(a, n)] = i not in differ
+            if differ:      # the chip's CRC of the ranges that differ (blank pages have a known one)
+                lo, hi = min(differ), max(differ) + 1
+                words = self.target.read_memory_block32(calls[0].results + 4 * (before + lo), hi - lo)
+                for i in differ:
+                    crcs[query.compares[i]] = words[i - lo]
+        else:
+            for i, (a, n) in enumerate(query.compares):
+                crcs[(a, n)] = found[(c.CRC, a, n)]
+                answers.equal[(a, n)] = crcs[(a, n)] == expected[i]
         for a, n in query.crcs:
             answers.crcs[(a, n)] = found[(c.ZCRC, a, n)]
         for a, n in query.blanks:
@@ -994,7 +1065,7 @@ class _FpecExecutor:
             region = regions[page]
             key = (page, region.page_size)
             if key in answers.equal and not answers.equal[key]:
-                if found[(c.CRC, page, region.page_size)] == c.unit_crc(region.blank_page()):
+                if crcs[key] == c.unit_crc(region.blank_page()):
                     confirm.append((c.BLANK, page, region.page_size))
                 if crcs_of_differing:
                     zcrc.append((c.ZCRC, page, region.page_size))
@@ -1009,12 +1080,15 @@ class _FpecExecutor:
         answers.words = self._words(query.words)
         return page_states(image, geometry, query, answers)
 
-    def _checks(self, checks, progress: Optional[Progress]) -> Dict[Tuple[int, int, int], int]:
+    def _rates(self) -> Dict[int, float]:
         c = self.c
-        rates = {c.CRC: self.ext["crc_cycles_per_word"], c.ZCRC: self.ext["zcrc_cycles_per_word"],
-                 c.BLANK: self.ext["blank_cycles_per_word"]}
         clock = self.ext.get("clock_hz", 8_000_000)
-        calls = c.check_calls(checks, self.halves, {k: v / clock / 4 for k, v in rates.items()})
+        return {c.CRC: self.ext["crc_cycles_per_word"] / clock / 4,
+                c.ZCRC: self.ext["zcrc_cycles_per_word"] / clock / 4,
+                c.BLANK: self.ext["blank_cycles_per_word"] / clock / 4}
+
+    def _checks(self, checks, progress: Optional[Progress]) -> Dict[Tuple[int, int, int], int]:
+        calls = self.c.check_calls(checks, self.halves, self._rates())
         found: Dict[Tuple[int, int, int], int] = {}
 
         def done(call, results):
@@ -1025,10 +1099,7 @@ class _FpecExecutor:
         return found
 
     def _words(self, addresses: Sequence[int]) -> Dict[int, int]:
-        out = {}
-        for address in addresses:
-            out[address] = self.target.read32(address)
-        return out
+        return {address: self.target.read32(address) for address in addresses}
 
     def blank(self, ranges: Sequence[Range], progress: Progress) -> List[bool]:
         found = self._checks([(self.c.BLANK, lo, hi - lo) for lo, hi in ranges], progress)
@@ -1120,7 +1191,7 @@ class _PyocdExecutor:
     def _pyocd_region(self, address: int):
         return next(r for r in self.regions if r.start <= address <= r.end)
 
-    def finish(self) -> None:
+    def finish(self, reset_follows: bool = False) -> None:
         active, self._active = self._active, []
         for flash in active:
             flash.cleanup()

@@ -20,8 +20,8 @@ algorithm code and its state    0x20000000-0x200003FF
 stack                           0x20000400-0x200004FF (top 0x20000500)
 pyOCD's page buffers            0x20000500, 0x20000900 (1 KiB each)
 pyOCD's CRC analyzer            0x20000D00-0x200012FF
-the tool's command tables       0x20000500-0x20001FFF, two halves (overlapping
-                                pyOCD's areas, which it does not use meanwhile)
+the tool's command tables       0x20000500-0x2000127F and 0x20001280-0x20001FFF
+                                (overlapping pyOCD's areas, unused meanwhile)
 ==============================  =========================================
 """
 
@@ -38,6 +38,7 @@ LOAD_ADDRESS = 0x20000000
 CODE_END = 0x20000400
 STACK_TOP = 0x20000500
 PAGE_BUFFERS = [0x20000500, 0x20000900]
+RAM_END = 0x20002000
 
 #: DS6517, "Flash memory characteristics".
 HALFWORD_PROGRAM_S = 52.5e-6      # tPROG typical
@@ -45,17 +46,22 @@ PAGE_ERASE_S = 20e-3              # tERASE minimum
 MASS_ERASE_S = 20e-3              # tME minimum
 PAGE_SIZE = 0x400
 
-#: What the tool's executor needs to know of the algorithm. The cycle counts per 32-bit word
-#: are the loops of stm32f1_fpec.S at 1.5 cycles per 16-bit unit of Thumb code, plus the CRC
-#: unit's 4 AHB cycles per word (RM0041 section 3): CRC 7 units per 4 words, ZCRC 15, BLANK 7
-#: (no CRC unit). ``clock_hz``: what Init raises SYSCLK to (24 MHz, the F100's maximum).
+#: What the tool's executor needs to know of the algorithm: ExecA/ExecB and the RAM halves they
+#: read their tables from, how much of the blob they need, the core clock the CLOCK command
+#: raises SYSCLK to (24 MHz, the F100's maximum). The cycles per 32-bit word are the loops of
+#: stm32f1_fpec.S at 1.5 cycles per 16-bit unit of Thumb code, plus the CRC unit's 4 AHB cycles
+#: per word (RM0041 section 3): CRC 9 units per 6 words, ZCRC 7 per word, BLANK 9 per 6 words
+#: (no CRC unit).
 EXTENSION = {
-    "pc_exec": LOAD_ADDRESS + _blob.ENTRY_OFFSETS["Exec"],
-    "work": (0x20000500, 0x20002000),
+    "pc_exec": (LOAD_ADDRESS + _blob.ENTRY_OFFSETS["ExecA"], LOAD_ADDRESS + _blob.ENTRY_OFFSETS["ExecB"]),
+    "halves": ((LOAD_ADDRESS + _blob.WORK_OFFSETS[0], _blob.WORK_OFFSETS[1] - _blob.WORK_OFFSETS[0]),
+               (LOAD_ADDRESS + _blob.WORK_OFFSETS[1], RAM_END - LOAD_ADDRESS - _blob.WORK_OFFSETS[1])),
+    "exec_words": _blob.EXEC_SIZE // 4,
+    "extra_words": _blob.EXTRA_SIZE // 4,
     "clock_hz": 24_000_000,
-    "crc_cycles_per_word": 7 * 1.5 / 4 + 4,
-    "zcrc_cycles_per_word": 15 * 1.5 / 4 + 4,
-    "blank_cycles_per_word": 7 * 1.5 / 4,
+    "crc_cycles_per_word": 9 * 1.5 / 6 + 4,
+    "zcrc_cycles_per_word": 7 * 1.5 + 4,
+    "blank_cycles_per_word": 9 * 1.5 / 6,
     #: FLASH_OBR and its RDPRT bit (RM0041): read protection, checked before the algorithm runs.
     "rdp_register": (0x4002201C, 0x2),
 }
@@ -79,6 +85,7 @@ FLASH_ALGO = {
     "scons_pyocd": EXTENSION,
 }
 assert LOAD_ADDRESS + _blob.CODE_SIZE <= CODE_END, "the flash algorithm must fit below its stack"
+assert LOAD_ADDRESS + _blob.WORK_OFFSETS[0] >= STACK_TOP, "the tables must not overlap the stack"
 
 
 class STM32F100RB(CoreSightTarget):

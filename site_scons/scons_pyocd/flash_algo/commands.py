@@ -2,11 +2,11 @@
 :class:`~scons_pyocd.plan.Plan` is cut into calls that fit the algorithm's RAM. Pure: no pyOCD.
 
 One call of ``Exec`` runs one table: erase pages, program runs of bytes, check ranges (CRC-32
-through the STM32 CRC unit, or blankness). The RAM the algorithm leaves free is split in two
-halves; while one call runs from one half, the host loads the next call into the other, so
-the flash controller is kept busy and the host's transfers hide behind it. A call's table
-and data go at the start of its half (the host writes them in one block), its results after
-them.
+through the STM32 CRC unit, or blankness), compare words. The RAM the algorithm leaves free is
+split in two halves; while one call runs from one half, the host loads the next call into the
+other, so the flash controller is kept busy and the host's transfers hide behind it. A call's
+table, data and status word go at the start of its half (the host writes them in one block),
+its results after the status word.
 
 :func:`write_calls` sizes each call so that loading the next one takes no longer than the
 flash controller is busy with the current one: the first call carries the erases, which
@@ -17,8 +17,10 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-END, ERASE, MASS, PROG, CRC, BLANK, ZCRC = 0, 1, 2, 3, 4, 5, 6
+END, ERASE, MASS, PROG, CRC, BLANK, ZCRC, CLOCK, CMP = 0, 1, 2, 3, 4, 5, 6, 7, 8
 CHECKS = (CRC, BLANK, ZCRC)
+#: The status word before the call ends (the algorithm writes 0 or a failure there).
+PENDING = 0xFFFFFFFF
 MAX_ARG = (1 << 28) - 1
 #: A run of erased half-words at least this long (bytes) is neither loaded nor programmed.
 GAP = 32
@@ -57,9 +59,10 @@ class Call:
     """One call of Exec: its table and data (the host writes :meth:`image` at ``base``), where
     its results go (:attr:`results`), and what the call stands for.
 
-    ``checks``: ``(kind, address, size, count)`` of each check command, in order;
-    ``pages_done``: the pages whose last byte this call programs; ``units``: half-words
-    programmed; ``device_s``: the estimated device time of the call.
+    ``checks``: ``(kind, address, size, count)`` of each check command, in order (for CMP:
+    ``(CMP, a, b, count)``); ``pages_done``: the pages whose last byte this call programs;
+    ``units``: half-words programmed; ``device_s``: the estimated device time of the call;
+    ``read``: how many result words the host reads back (None: all of them).
     """
     base: int
     words: List[int] = field(default_factory=list)
@@ -68,6 +71,7 @@ class Call:
     pages_done: List[int] = field(default_factory=list)
     units: int = 0
     device_s: float = 0.0
+    read: Optional[int] = None
     _src: List[int] = field(default_factory=list)
 
     def add_erase(self, address: int, count: int = 1, step: int = 0) -> None:
@@ -75,6 +79,34 @@ class Call:
 
     def add_mass(self) -> None:
         self.words.append(op(MASS))
+
+    def add_clock(self, up: bool) -> None:
+        """Raise the core clock (up) or put it back and lock the flash controller."""
+        self.words.append(op(CLOCK, int(up)))
+
+    def add_cmp(self, a: int, expected: Sequence[int]) -> None:
+        """Compare the ``len(expected)`` words at ``a`` with ``expected`` (carried as the call's
+        data): a result bit per word, 1 where they differ."""
+        self._src.append(len(self.words) + 2)
+        self.words += [op(CMP, len(expected)), a, len(self.data)]
+        self.data += b"".join(int(v).to_bytes(4, "little") for v in expected)
+        self.checks.append((CMP, a, 0, len(expected)))
+
+    @property
+    def needs_extra(self) -> bool:
+        """Whether the call uses the commands loaded only when needed (MASS, CLOCK 0)."""
+        words, i = self.words, 0
+        while i < len(words):
+            code = words[i] >> 28
+            if code == MASS or (code == CLOCK and not words[i] & 1):
+                return True
+            i += 1 if code in (MASS, CLOCK) else 3
+        return False
+
+    def raise_clock_first(self) -> None:
+        """Make the call raise the core clock before anything else."""
+        self.words.insert(0, op(CLOCK, 1))
+        self._src = [index + 1 for index in self._src]
 
     def add_prog(self, dest: int, data: bytes) -> None:
         if len(data) % 2 or dest % 2 or not data:
@@ -93,42 +125,60 @@ class Call:
 
     @property
     def table_bytes(self) -> int:
-        return 4 * (len(self.words) + 1)
+        return 4 * (len(self.words) + 2)        # where the results go, the commands, END
 
     @property
     def loaded_bytes(self) -> int:
-        """What the host writes: the table and the data."""
-        return self.table_bytes + -(-len(self.data) // 4) * 4
+        """What the host writes: the table, the data and the status word."""
+        return self.table_bytes + -(-len(self.data) // 4) * 4 + 4
 
     @property
     def results_words(self) -> int:
-        return sum((count + 3) // 4 if kind == BLANK else count for kind, _, _, count in self.checks)
+        return sum(_result_words(kind, count) for kind, _, _, count in self.checks)
 
     @property
     def size(self) -> int:
         return self.loaded_bytes + 4 * self.results_words
 
     @property
+    def status(self) -> int:
+        """Where the status word is; the results follow it."""
+        return self.base + self.loaded_bytes - 4
+
+    @property
     def results(self) -> int:
-        """Where the results go."""
-        return self.base + self.loaded_bytes
+        return self.status + 4
+
+    @property
+    def read_words(self) -> int:
+        """Words the host reads back after the call, from :attr:`status`."""
+        return 1 + (self.results_words if self.read is None else self.read)
 
     def image(self) -> List[int]:
-        """The words to write at ``base``: the table (END-terminated), then the data."""
-        words = list(self.words) + [op(END)]
+        """The words to write at ``base``: the table (where the results go, the commands, END),
+        then the data."""
+        words = [self.status] + list(self.words) + [op(END)]
         data_at = self.base + self.table_bytes
         for index in self._src:
-            words[index] += data_at
+            words[index + 1] += data_at
         padded = bytes(self.data) + b"\xff" * (-len(self.data) % 4)
         words += [int.from_bytes(padded[i:i + 4], "little") for i in range(0, len(padded), 4)]
-        return words
+        return words + [PENDING]
 
     def decode(self, results: Sequence[int]) -> List[Tuple[int, int, int, int]]:
-        """``(kind, address, size, value)`` of every range checked, from the
-        :attr:`results_words` words read at :attr:`results`. ``value``: the CRC, or for BLANK
-        1 (every byte erased) or 0."""
+        """``(kind, address, size, value)`` of every range checked, from the result words read
+        at :attr:`results` (as many as were read). ``value``: the CRC; for BLANK 1 (every byte
+        erased) or 0; for CMP ``(CMP, a, b, bits)`` per 32 words compared, bit i set where word
+        i differs."""
         out, at = [], 0
         for kind, address, size, count in self.checks:
+            if at + _result_words(kind, count) > len(results):
+                break
+            if kind == CMP:
+                n = (count + 31) // 32
+                out += [(CMP, address + 128 * i, size + 128 * i, int(w)) for i, w in enumerate(results[at:at + n])]
+                at += n
+                continue
             if kind == BLANK:
                 n = (count + 3) // 4
                 flags = b"".join(int(w).to_bytes(4, "little") for w in results[at:at + n])
@@ -141,15 +191,26 @@ class Call:
         return out
 
 
+def _result_words(kind: int, count: int) -> int:
+    if kind == BLANK:
+        return (count + 3) // 4
+    if kind == CMP:
+        return (count + 31) // 32
+    return count
+
+
 def failure(result: int, call: Call) -> Optional[Tuple[int, List[int], int]]:
-    """None when ``Exec`` returned success; else ``(opcode, the command's words, FLASH_SR
-    error bits)`` of the command that failed."""
+    """None when ``Exec`` ended well (status 0); else ``(opcode, the command's words, FLASH_SR
+    error bits)`` of the command that failed. ValueError for :data:`PENDING` (the call never
+    ended)."""
+    if result == PENDING:
+        raise ValueError("the call did not end")
     if result == 0:
         return None
-    index = (result >> 8) // 4
+    index = (result >> 8) // 4 + 1               # the table's first word is the results' address
     words = call.image()
     code = words[index] >> 28 if index < len(words) else END
-    return code, words[index:index + (1 if code == MASS else 3)], result & 0xFE
+    return code, words[index:index + (1 if code in (MASS, CLOCK) else 3)], result & 0xFE
 
 
 def grouped(ranges: Iterable[Tuple[int, int]]) -> List[Tuple[int, int, int]]:
@@ -182,7 +243,7 @@ def check_calls(checks: Sequence[Tuple[int, int, int]], halves: Sequence[Tuple[i
     for kind, address, size, count in runs_:
         while count:
             n = count if call is not None else 0
-            while n and call.size + 12 + 4 + 4 * (-(-n // 4) if kind == BLANK else n) > length:
+            while n and call.size + 12 + 4 * _result_words(kind, n) > length:
                 n -= 1
             if n == 0:
                 base, length = halves[len(calls) % len(halves)]
