@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from scons_project import FAST_FAIL, PAGE, Project, random_image, scons_command
+from scons_pyocd.images import load_image
 from scons_pyocd.records import probe_lock
 from scons_pyocd.sim.board import FLASH_BASE
 
@@ -28,13 +29,22 @@ def holds(project, data, address=FLASH_BASE):
     return project.board.read_flash(address, len(data)) == data
 
 
+def units(data, pages=None):
+    """Half-words of ``data`` (from a page start) that the flash programs: not 0xFFFF (on erased
+    pages those are skipped); only in ``pages`` (page numbers) when given."""
+    data = data + b"\xff" * (-len(data) % PAGE)
+    chosen = range(len(data) // PAGE) if pages is None else pages
+    return sum(data[i:i + 2] != b"\xff\xff" for p in chosen for i in range(p * PAGE, (p + 1) * PAGE, 2))
+
+
 def test_first_flash_programs_every_page_and_the_second_is_a_no_op(project):
     result, delta = project.counters_after("flash")
-    # An erased chip: one mass erase is cheaper than 20 page erases and loses nothing.
-    assert (delta["mass_erases"], delta["pages_erased"], delta["halfwords_programmed"]) == (1, 0, SIZE // 2)
+    # An erased chip: nothing to erase (every page is found blank), every half-word programmed.
+    assert (delta["mass_erases"], delta["pages_erased"], delta["halfwords_programmed"]) == \
+        (0, 0, units(project.data))
     assert holds(project, project.data)
     assert result.stdout.strip().splitlines()[-1].startswith(
-        "flash stm32f100rb via sim-a: mass erase, 20 of 20 pages programmed, 20 KiB in ")
+        "flash stm32f100rb via sim-a: 20 of 20 pages changed, 20 KiB in ")
     assert project.record_entry()["valid"]
 
     before = project.board.counters()
@@ -46,6 +56,7 @@ def test_first_flash_programs_every_page_and_the_second_is_a_no_op(project):
 
 
 def test_auto_erase_never_mass_erases_over_data_outside_the_image(project):
+    project.board.write_flash(FLASH_BASE, random_image(SIZE, seed=9))      # another image
     project.board.write_flash(FLASH_BASE + 100 * PAGE + 3, b"\x5a")    # someone else's data
     result, delta = project.counters_after("flash")
     assert (delta["mass_erases"], delta["pages_erased"]) == (0, 20)
@@ -151,8 +162,9 @@ def test_erase_of_an_address_range_erases_those_sectors_only(project):
     assert (delta["pages_erased"], delta["mass_erases"]) == (2, 0)
     assert project.board.read_flash(FLASH_BASE + PAGE, 2 * PAGE) == b"\xff" * 2 * PAGE
     assert holds(project, project.data[:PAGE]) and holds(project, project.data[3 * PAGE:], FLASH_BASE + 3 * PAGE)
-    _, delta = project.counters_after("flash")
-    assert delta["pages_erased"] == 2 and holds(project, project.data)
+    _, delta = project.counters_after("flash")     # the two pages are blank: programmed, not erased
+    assert (delta["pages_erased"], delta["halfwords_programmed"]) == (0, units(project.data, [1, 2]))
+    assert holds(project, project.data)
 
 
 def test_another_project_on_the_same_board_makes_the_first_reflash(project, tmp_path):
@@ -309,7 +321,7 @@ def test_raw_binary_goes_to_the_flash_start_and_elf_to_its_load_addresses(projec
                        f"env.Alias('elf', env.Flash({str(nuttx / 'nuttx')!r}))\n")
     result, delta = project.counters_after("bin")
     data = (nuttx / "nuttx.bin").read_bytes()
-    assert holds(project, data) and delta["halfwords_programmed"] == 39 * PAGE // 2
+    assert holds(project, data) and delta["halfwords_programmed"] == units(data)
     assert (project.dir / "nuttx.bin.sim-a.flashed").exists()    # beside the SConstruct, not in ../shared
     _, delta = project.counters_after("elf")                        # same bytes from the ELF: nothing to program
     assert delta["connects"] == 1 and delta["halfwords_programmed"] == 0
@@ -318,14 +330,17 @@ def test_raw_binary_goes_to_the_flash_start_and_elf_to_its_load_addresses(projec
 def test_nuttx_v1_v2_v3_program_the_pages_that_differ(project, shared_firmware):
     hexes = [shared_firmware / v / "nuttx.hex" for v in
              ("stm32vldiscovery-nsh-v1", "stm32vldiscovery-nsh-v2", "stm32vldiscovery-nsh-v3-codeshift")]
-    # v1 onto an erased chip and v3 (every page differs, the rest blank): a mass erase is
-    # cheaper than 39 page erases; v2 differs from v1 in 2 pages: 2 page erases.
-    expected = [(1, 0, 39), (0, 2, 2), (1, 0, 39)]
-    for path, (mass, erased, pages) in zip(hexes, expected):
+    # v1 onto an erased chip: nothing to erase; v2 differs from v1 in 2 pages: 2 page erases;
+    # v3 (every page differs, the rest blank): a mass erase is cheaper than 39 page erases.
+    bins = [load_image(path).to_bytes() for path in hexes]
+    differ = [p for p in range(len(bins[1]) // PAGE + 1)
+              if bins[0][p * PAGE:(p + 1) * PAGE] != bins[1][p * PAGE:(p + 1) * PAGE]]
+    assert len(differ) == 2
+    expected = [(0, 0, units(bins[0])), (0, 2, units(bins[1], differ)), (1, 0, units(bins[2]))]
+    for path, counts in zip(hexes, expected):
         (project.dir / "fw.hex").write_bytes(path.read_bytes())
         _, delta = project.counters_after("flash")
-        assert (delta["mass_erases"], delta["pages_erased"], delta["halfwords_programmed"]) == \
-            (mass, erased, pages * PAGE // 2)
+        assert (delta["mass_erases"], delta["pages_erased"], delta["halfwords_programmed"]) == counts
         project.run("verify")
 
 

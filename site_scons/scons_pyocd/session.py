@@ -960,7 +960,7 @@ class _FpecExecutor:
         raise x.FlashProgramFailure(f"programming 0x{dest:08X}-0x{dest + (words[0] & 0xFFFFFFF) - 1:08X} "
                                     f"failed ({flags})", address=dest, result_code=status)
 
-    def _prepare(self, calls) -> None:
+    def prepare(self, calls) -> None:
         """Load the algorithm if needed; the first call after loading raises the core clock.
         Call it before computing addresses inside the calls (it may add a command)."""
         if not self.loaded:
@@ -976,7 +976,7 @@ class _FpecExecutor:
         (Ctrl-C is honoured there: after a call ends, before the next starts)."""
         if not calls:
             return
-        self._prepare(calls)
+        self.prepare(calls)
         if any(call.needs_extra for call in calls):
             self._ensure_extra()
         self.target.write_memory_block32(calls[0].base, calls[0].image())
@@ -1017,7 +1017,7 @@ class _FpecExecutor:
         first = [(c.ZCRC, a, n) for a, n in query.crcs] + [(c.BLANK, a, n) for a, n in query.blanks]
         checks = first + [(c.CRC, a, n) for a, n in query.compares]
         calls = c.check_calls(checks, self.halves, self._rates())
-        self._prepare(calls)
+        self.prepare(calls)
         crcs: Dict[Range, int] = {}
         on_chip = len(calls) == 1 and len(expected) > 8
         if on_chip:     # a second call compares the CRCs with what the image gives
