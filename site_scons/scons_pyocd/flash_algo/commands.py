@@ -92,16 +92,19 @@ class Call:
         self.data += b"".join(int(v).to_bytes(4, "little") for v in expected)
         self.checks.append((CMP, a, 0, len(expected)))
 
+    def commands(self) -> List[Tuple[int, int]]:
+        """``(opcode, argument)`` of each command, in order."""
+        out, words, i = [], self.words, 0
+        while i < len(words):
+            code = words[i] >> 28
+            out.append((code, words[i] & MAX_ARG))
+            i += 1 if code in (MASS, CLOCK) else 3
+        return out
+
     @property
     def needs_extra(self) -> bool:
         """Whether the call uses the commands loaded only when needed (MASS, CLOCK 0)."""
-        words, i = self.words, 0
-        while i < len(words):
-            code = words[i] >> 28
-            if code == MASS or (code == CLOCK and not words[i] & 1):
-                return True
-            i += 1 if code in (MASS, CLOCK) else 3
-        return False
+        return any(code == MASS or (code == CLOCK and not arg) for code, arg in self.commands())
 
     def raise_clock_first(self) -> None:
         """Make the call raise the core clock before anything else."""
