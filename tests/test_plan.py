@@ -441,3 +441,15 @@ def test_any_plan_leaves_the_image_on_the_chip_and_loses_nothing_it_should_keep(
             assert content[page - FLASH:page - FLASH + 64] != b"\xff" * 64
     assert plan.page_crcs() == {p: zlib.crc32(after[p - FLASH:p - FLASH + 64]) for p in plan.page_sizes}
     assert sum(s.seconds for s in plan.steps) == pytest.approx(plan.seconds)
+
+
+def test_the_preview_says_what_a_flash_may_do_before_the_chip_is_asked():
+    from scons_pyocd.plan import preview
+    image = Image([(FLASH, IMAGE_78K)], "fw.bin")
+    text = preview(image, GEOMETRY, Options(), COSTS)
+    assert text.splitlines()[0] == ("flash plan for fw.bin: 77 page(s) touched (0x08000000-0x080133FF), "
+                                    "erase auto, verify crc")
+    assert "compare     77 page(s) with the chip" in text
+    assert f"77 page erase(s) + {units(IMAGE_78K)} program units" in text
+    assert "one mass erase + every page" in text
+    assert "mass erase, est. 20.0 ms" in preview(image, GEOMETRY, Options(erase="chip"), COSTS)

@@ -108,6 +108,21 @@ def test_one_byte_change_programs_exactly_one_page(project):
     assert "1 of 20 pages changed, 1 KiB" in result.stdout
 
 
+def test_pyocd_debug_prints_the_plan_before_anything_is_written(project):
+    project.run("flash")
+    changed = bytearray(project.data)
+    changed[3 * PAGE + 1] ^= 0x01
+    project.image(bytes(changed))
+    result, delta = project.counters_after("flash", "--pyocd-debug")
+    lines = result.stderr.splitlines()
+    first = next(i for i, line in enumerate(lines)
+                 if line.startswith("flash plan for ") and "fw.hex: 20 page(s) touched" in line)
+    steps = [line.split()[0] for line in lines[first + 1:first + 6]]
+    assert steps == ["compare", "erase", "program", "verify", "total"], lines[first:first + 6]
+    assert "1 page(s): 0x08000C00-0x08000FFF" in lines[first + 2] and "est." in lines[first + 2]
+    assert delta["pages_erased"] == 1 and holds(project, bytes(changed))
+
+
 @pytest.mark.parametrize("args", [
     ["--erase-mode=sector"],
     ["--frequency=2MHz"],
@@ -427,3 +442,4 @@ def test_an_interrupted_flash_leaves_no_record_and_the_next_run_programs(tmp_pat
     _, delta = p.counters_after("flash")
     assert delta["halfwords_programmed"] > 0 and holds(p, data)
     p.run("verify")
+

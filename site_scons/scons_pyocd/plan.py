@@ -762,6 +762,42 @@ def untouched_states(geometry: Geometry, image, blank_ranges: Sequence[Range]) -
     return out
 
 
+def preview(image, geometry: Geometry, options: Options = Options(), costs: Costs = Costs()) -> str:
+    """What a flash of ``image`` would do, before anything is known of the chip (for ``scons -n``):
+    the pages it touches, what would be asked of the chip, and the range of the device time
+    from "the chip already holds it" to "every page differs"."""
+    p = _Pages(image, geometry)
+    pages = [page for _, page in p.touched]
+    sizes = {page: region.page_size for region, page in p.touched}
+    regions = {page: region for region, page in p.touched}
+    blank = {page: PageState(blank=True) for page in pages}
+    units = sum(regions[pg].program_units(p.target(regions[pg], pg, blank[pg], False), costs.skips_erased_units)
+                for pg in pages)
+    program_s = sum(regions[pg].program_units(p.target(regions[pg], pg, blank[pg], False),
+                                              costs.skips_erased_units) * regions[pg].program_unit_s for pg in pages)
+    erase_s = sum(regions[pg].page_erase_s for pg in pages)
+    lines = [f"flash plan for {image.source}: {len(pages)} page(s) touched ({_span(pages, sizes)}), "
+             f"erase {options.erase}, verify {options.verify}"]
+    if options.erase == "auto":
+        compare_s = sum(sizes.values()) * costs.crc_per_byte
+        lines.append(f"  {'compare':11} {len(pages)} page(s) with the chip (on-chip CRC){'':19} est. {compare_s * 1000:8.1f} ms")
+        lines.append(f"  {'then':11} erase (unless blank) and program the pages that differ: from nothing (the chip "
+                     f"holds the image) to {len(pages)} page erase(s) + {units} program units, est. "
+                     f"{(erase_s + program_s) * 1000:.1f} ms")
+        masses = [r.mass_erase_s for r in geometry.regions if r.mass_erase_s is not None]
+        if masses:
+            lines.append(f"  {'or':11} one mass erase + every page, est. {(max(masses) + program_s) * 1000:.1f} ms, "
+                         "when cheaper and every page outside the image is blank")
+    elif options.erase == "sector":
+        lines.append(f"  {'erase':11} {len(pages)} page(s), est. {erase_s * 1000:.1f} ms; program {units} units, "
+                     f"est. {program_s * 1000:.1f} ms")
+    else:
+        masses = [r.mass_erase_s for r in geometry.regions if r.mass_erase_s is not None]
+        lines.append(f"  {'erase':11} mass erase, est. {max(masses or [0.0]) * 1000:.1f} ms; program {units} units, "
+                     f"est. {program_s * 1000:.1f} ms")
+    return "\n".join(lines)
+
+
 def estimate_survey(query: Query, costs: Costs) -> float:
     """Estimated device time of answering ``query`` (one CRC or blank check per byte, three
     transfers per word read)."""
@@ -771,5 +807,5 @@ def estimate_survey(query: Query, costs: Costs) -> float:
 
 __all__ = ["Answers", "Costs", "Geometry", "Options", "PageState", "PageWrite", "Plan", "PlanError", "Query", "Region",
            "Step", "blank_check_ranges", "crc32", "estimate_survey", "intersect", "make_plan", "merge",
-           "needs_reading", "page_states", "states_from_data", "subtract", "survey_query",
+           "needs_reading", "page_states", "preview", "states_from_data", "subtract", "survey_query",
            "untouched_states"]

@@ -29,6 +29,7 @@ from .images import Image, check_fits
 from .plan import (Answers, Costs, Geometry, Options, PageState, Plan, PlanError, Query, Region, Step,
                    blank_check_ranges, crc32, estimate_survey, intersect, make_plan, merge, needs_reading,
                    page_states, states_from_data, subtract, survey_query, untouched_states)
+from .plan import preview as plan_preview
 from .targets import IDENTITIES
 
 Range = Tuple[int, int]
@@ -662,11 +663,8 @@ class Connection:
             size = plan.page_sizes[page]
             found = bytes(self.target.read_memory_block8(page, size))
             if page in programmed:
-                expected = programmed[page]
-                diffs = [i for i in range(size) if found[i] != expected[i]]
-                if diffs:
-                    raise self._verify_failed(image, Mismatch(page + diffs[0], expected[diffs[0]],
-                                                              found[diffs[0]], len(diffs)))
+                if found != programmed[page]:
+                    raise self._verify_failed(image, _page_mismatch(page, programmed[page], found))
             else:
                 mismatch = _first_difference(image, page, found, image.data_at(page, size))
                 if mismatch is not None:
@@ -780,15 +778,46 @@ class Connection:
         return Mismatch(pages[0], 0, 0, 0)      # the CRC differed, the bytes read do not (a race)
 
     def _verify_failed(self, image: Image, mismatch: Mismatch) -> FlashError:
-        return FlashError(
-            f"verify failed on probe {self.probe_id}: at 0x{mismatch.address:08X} the chip holds "
-            f"0x{mismatch.found:02X}, {image.source} has 0x{mismatch.expected:02X} "
-            f"({mismatch.count} byte(s) differ in that block). The board is not recorded as "
-            "flashed: run scons flash again (with PYOCD_ERASE='sector' if it persists); if it "
-            "fails again, the flash may be worn or protected.")
+        return verify_failed(self.probe_id, image.source, mismatch)
+
+
+def verify_failed(probe_id: str, source: str, mismatch: Mismatch) -> FlashError:
+    """The error for a chip that does not hold what it should (``source``: the image)."""
+    return FlashError(
+        f"verify failed on probe {probe_id}: at 0x{mismatch.address:08X} the chip holds "
+        f"0x{mismatch.found:02X}, {source} has 0x{mismatch.expected:02X} "
+        f"({mismatch.count} byte(s) differ in that block). The board is not recorded as "
+        "flashed: run scons flash again (with PYOCD_ERASE='sector' if it persists); if it "
+        "fails again, the flash may be worn or protected.")
 
 
 # -- geometry from pyOCD ----------------------------------------------------------------------
+
+def preview(image: Image, settings: Settings) -> Optional[str]:
+    """The plan of a flash of ``image`` as far as it is known without the chip (``scons -n``):
+    from the pyOCD target class's memory map, without opening a probe. None when the target
+    is not known offline."""
+    if not settings.target:
+        return None
+    _pyocd()
+    from pyocd.core.memory_map import MemoryType
+    from pyocd.target import TARGET
+    memory_map = getattr(TARGET.get(settings.target.lower()), "MEMORY_MAP", None)
+    if memory_map is None:
+        return None
+    geometry = geometry_of(list(memory_map.iter_matching_regions(type=MemoryType.FLASH)))
+    options = Options(erase=settings.erase, verify=settings.verify,
+                      keep_unwritten=bool(settings.options.get("keep_unwritten", True)))
+    ext = None
+    for region in memory_map.iter_matching_regions(type=MemoryType.FLASH):
+        ext = (region.algo or {}).get(FPEC_EXTENSION)
+    costs = Costs(crc_per_byte=ext["crc_cycles_per_word"] / ext["clock_hz"] / 4, skips_erased_units=True) \
+        if ext else Costs()
+    try:
+        return plan_preview(image, geometry, options, costs)
+    except PlanError:
+        return None
+
 
 def geometry_of(regions) -> Geometry:
     """:class:`.plan.Geometry` of pyOCD flash regions. Timings from the regions' weights:
@@ -799,10 +828,13 @@ def geometry_of(regions) -> Geometry:
     for r in regions:
         size = r.sector_size or r.blocksize
         flash = r.flash
-        algo = getattr(flash, "flash_algo", None) if flash is not None else None
+        algo = getattr(flash, "flash_algo", None) if flash is not None else r.algo
         unit = max(1, (algo or {}).get("min_program_length", 0) or 2)
         page = r.page_size or size
-        mass = r.erase_all_weight if flash is not None and flash.is_valid and flash.is_erase_all_supported else None
+        if flash is not None:
+            mass = r.erase_all_weight if flash.is_valid and flash.is_erase_all_supported else None
+        else:       # a memory map not bound to a target yet: the algorithm says
+            mass = r.erase_all_weight if algo and "pc_eraseAll" in algo else None
         out.append(Region(start=r.start, length=r.length, page_size=size, page_erase_s=r.erase_sector_weight,
                           program_unit_s=r.program_page_weight * unit / page, mass_erase_s=mass,
                           erased=r.erased_byte_value, program_unit=unit,
@@ -1132,16 +1164,9 @@ class _FpecExecutor:
         try:
             self.run_calls(calls, done, progress)
         except _VerifyMismatch as exc:
-            page = exc.page
-            data = next(w.data for w in plan.program if w.address == page)
-            found = bytes(self.target.read_memory_block8(page, len(data)))
-            diffs = [i for i in range(len(data)) if found[i] != data[i]] or [0]
-            raise FlashError(
-                f"verify failed on probe {self.connection.probe_id}: at 0x{page + diffs[0]:08X} the chip "
-                f"holds 0x{found[diffs[0]]:02X}, it was programmed with 0x{data[diffs[0]]:02X} "
-                f"({len(diffs)} byte(s) differ in that block). The board is not recorded as "
-                "flashed: run scons flash again (with PYOCD_ERASE='sector' if it persists); if it "
-                "fails again, the flash may be worn or protected.") from None
+            data = next(w.data for w in plan.program if w.address == exc.page)
+            raise verify_failed(self.connection.probe_id, plan.source,
+                                _page_mismatch(exc.page, data, self.target.read_memory_block8(exc.page, len(data))))
         progress.done()
 
     def erase(self, regions: Sequence[Region], pages: Optional[Sequence[int]], progress: Progress) -> None:
@@ -1162,6 +1187,13 @@ class _FpecExecutor:
         progress.phase("erasing", len(pages) if pages is not None else 1)
         self.run_calls(calls, None, progress)
         progress.done()
+
+
+def _page_mismatch(page: int, expected: bytes, found) -> Mismatch:
+    """The first difference in a page read back after programming it with ``expected``."""
+    found = bytes(found)
+    diffs = [i for i in range(len(expected)) if found[i] != expected[i]] or [0]
+    return Mismatch(page + diffs[0], expected[diffs[0]], found[diffs[0]], len(diffs))
 
 
 class _VerifyMismatch(Exception):
@@ -1290,14 +1322,8 @@ class _PyocdExecutor:
             for write in plan.program:
                 found = self._read(write.address, len(write.data))
                 if found != write.data:
-                    i = next(i for i in range(len(found)) if found[i] != write.data[i])
-                    n = sum(a != b for a, b in zip(found, write.data))
-                    raise FlashError(
-                        f"verify failed on probe {self.connection.probe_id}: at 0x{write.address + i:08X} the "
-                        f"chip holds 0x{found[i]:02X}, it was programmed with 0x{write.data[i]:02X} ({n} "
-                        "byte(s) differ in that block). The board is not recorded as flashed: run scons "
-                        "flash again (with PYOCD_ERASE='sector' if it persists); if it fails again, the "
-                        "flash may be worn or protected.")
+                    raise verify_failed(self.connection.probe_id, plan.source,
+                                        _page_mismatch(write.address, write.data, found))
                 progress.advance()
             progress.done()
 
