@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 from scons_pyocd.images import Image
 from scons_pyocd.plan import (Answers, Costs, Geometry, Options, PageState, PlanError, Region,
                               blank_check_ranges, crc32, make_plan, merge, needs_reading, page_states,
-                              survey_query)
+                              states_from_data, survey_query)
 
 F100 = dict(page_erase_s=0.020, program_unit_s=52.5e-6, mass_erase_s=0.020)
 FLASH = 0x08000000
@@ -104,10 +104,9 @@ class Chip:
                 blank = self.read(page, region.page_size) == region.blank_page()
                 chip[page] = PageState(blank=blank)
                 address = page + region.page_size
-        for page in needs_reading(image, self.geometry, chip, options):
-            region = self.geometry.region_at(page)
-            data = self.read(page, region.page_size)
-            chip[page] = PageState(crc=crc32(data), data=data)
+        read = needs_reading(image, self.geometry, chip, options)
+        chip.update(states_from_data(image, self.geometry,
+                                     {pg: self.read(pg, self.geometry.region_at(pg).page_size) for pg in read}))
         return chip
 
     def run(self, plan):

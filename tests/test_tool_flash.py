@@ -443,3 +443,46 @@ def test_an_interrupted_flash_leaves_no_record_and_the_next_run_programs(tmp_pat
     assert delta["halfwords_programmed"] > 0 and holds(p, data)
     p.run("verify")
 
+
+
+GENERIC_TARGET = """\
+from pyocd.target import TARGET
+from pyocd.core.memory_map import FlashRegion, MemoryMap, RamRegion
+from scons_pyocd.target_stm32f100rb import FLASH_ALGO, STM32F100RB
+
+class Generic(STM32F100RB):
+    MEMORY_MAP = MemoryMap(
+        FlashRegion(start=0x08000000, length=0x20000, blocksize=0x400, is_boot_memory=True,
+                    algo={{k: v for k, v in FLASH_ALGO.items() if k != 'scons_pyocd'}},
+                    erased_byte_value=0xFF, erase_all_weight=0.02, erase_sector_weight=0.02,
+                    program_page_weight=0.02688),
+        RamRegion(start=0x20000000, length=0x2000))
+
+TARGET['generic_f100'] = Generic
+"""
+
+
+def test_a_target_whose_algorithm_has_no_command_tables_is_flashed_through_pyocds_flash_api(project):
+    """Other targets (a CMSIS pack, pyOCD's built-in ones) go through pyOCD's public Flash API:
+    the same plan, carried out with erase_sector / erase_all / program_page, compared by
+    pyOCD's CRC analyzer and reads."""
+    project.sconstruct(GENERIC_TARGET + ALIASES, target="generic_f100")
+    result, delta = project.counters_after("flash")
+    assert holds(project, project.data) and delta["pages_erased"] == delta["mass_erases"] == 0
+    assert "20 of 20 pages changed" in result.stdout
+    changed = bytearray(project.data)
+    changed[5 * PAGE + 9] ^= 0x40
+    project.image(bytes(changed))
+    result, delta = project.counters_after("flash")
+    assert (delta["pages_erased"], delta["mass_erases"]) == (1, 0) and holds(project, bytes(changed))
+    assert "1 of 20 pages changed" in result.stdout
+    assert "matches (crc)" in project.run("verify").stdout
+    # Every page differs and the rest of the flash is blank: one mass erase (EraseChip).
+    other = random_image(SIZE, seed=77)
+    project.image(other)
+    result, delta = project.counters_after("flash", "--verify=read")
+    assert (delta["pages_erased"], delta["mass_erases"]) == (0, 1) and holds(project, other)
+    assert "mass erase, 20 of 20 pages programmed" in result.stdout
+    project.board.write_flash(FLASH_BASE + 7 * PAGE, b"\x00")      # behind the tool's back
+    result = project.run("verify", check=False)
+    assert f"verify failed on probe sim-a: at 0x{FLASH_BASE + 7 * PAGE:08X}" in result.stderr

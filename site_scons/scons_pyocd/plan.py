@@ -425,8 +425,20 @@ def page_states(image, geometry: Geometry, query: Query, answers: Answers) -> Di
 
 
 def states_from_data(image, geometry: Geometry, pages: Mapping[int, bytes]) -> Dict[int, PageState]:
-    """Facts from whole pages read from the chip."""
-    return {page: PageState(crc=crc32(data), data=bytes(data)) for page, data in pages.items()}
+    """Facts from whole pages read from the chip (every field filled in)."""
+    p = _Pages(image, geometry)
+    out = {}
+    for page, data in pages.items():
+        data = bytes(data)
+        region = geometry.region_at(page)
+        inside = p.inside(region, page)
+        outside = subtract([(page, page + region.page_size)], inside)
+        out[page] = PageState(crc=crc32(data), blank=data == region.blank_page(),
+                              matches=p.image_bytes_match(region, page, data),
+                              beside_blank=all(data[lo - page:hi - page] == bytes([region.erased]) * (hi - lo)
+                                               for lo, hi in outside),
+                              data=data)
+    return out
 
 
 # -- the plan ----------------------------------------------------------------------------
