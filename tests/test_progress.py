@@ -132,15 +132,16 @@ def test_the_flash_line_and_the_page_map():
         "flash stm32f100rb via sim-a: fw.hex 0x08000000-0x08004FF5: 3 of 20 pages changed (3 erased, "
         "3 programmed), 3 KiB in 1.4 s (erase and program 0.2 s), verified (crc)")
     assert report.page_map(r, "fw.hex").splitlines()[1:] == ["  0x08000000  .PP....P............"]
-    plan = SimpleNamespace(page_sizes={FLASH_BASE + i * PAGE: PAGE for i in range(3)}, mass_erase=(),
-                           erase=(FLASH_BASE,), unchanged=(FLASH_BASE + 2 * PAGE,), seconds=0.04,
-                           program=(SimpleNamespace(address=FLASH_BASE + PAGE, erase=False),))
-    r = result(plan=plan, pages_total=3, pages_programmed=1, bytes_programmed=PAGE, sectors_erased=1)
-    assert report.flash_line(r, "a.hex", [(FLASH_BASE, FLASH_BASE + 100), (FLASH_BASE + PAGE, FLASH_BASE + 3 * PAGE)],
-                             0.5) == ("flash stm32f100rb via sim-a: a.hex 0x08000000-0x08000063, 0x08000400-0x08000BFF: "
-                                      "2 of 3 pages changed (1 erased, 1 programmed), 1 KiB in 0.5 s "
+    plan = SimpleNamespace(page_sizes={FLASH_BASE + i * PAGE: PAGE for i in range(4)}, mass_erase=(),
+                           erase=(FLASH_BASE, FLASH_BASE + 3 * PAGE), unchanged=(FLASH_BASE + 2 * PAGE,),
+                           seconds=0.04, program=(SimpleNamespace(address=FLASH_BASE + PAGE, erase=False),
+                                                  SimpleNamespace(address=FLASH_BASE + 3 * PAGE, erase=True)))
+    r = result(plan=plan, pages_total=4, pages_programmed=2, bytes_programmed=2 * PAGE, sectors_erased=2)
+    assert report.flash_line(r, "a.hex", [(FLASH_BASE, FLASH_BASE + 100), (FLASH_BASE + PAGE, FLASH_BASE + 4 * PAGE)],
+                             0.5) == ("flash stm32f100rb via sim-a: a.hex 0x08000000-0x08000063, 0x08000400-0x08000FFF: "
+                                      "3 of 4 pages changed (2 erased, 2 programmed), 2 KiB in 0.5 s "
                                       "(device est. 0.0 s), verified (crc)")
-    assert report.page_map(r, "a.hex").splitlines()[1] == "  0x08000000  ep."
+    assert report.page_map(r, "a.hex").splitlines()[1] == "  0x08000000  ep.P"
     wide = result(page_crcs={FLASH_BASE + i * PAGE: 0 for i in range(70)}, written={}, chip_erase=True)
     assert [line[:14] for line in report.page_map(wide, "w").splitlines()[1:]] == ["  0x08000000  ",
                                                                                   "  0x08010000  "]
@@ -161,27 +162,30 @@ def phases(stderr: str, label: str = "flash fw.hex"):
     return [m for m in re.findall(rf"^{re.escape(label)}: ([a-z ]+?) (?:\(\d+ steps\) )?\.\.\.$", stderr, re.M)]
 
 
+def in_order(found):
+    """The phases seen, each once, in the order of progress.PHASES."""
+    order = [progress.PHASES.index(p) for p in found]
+    return order == sorted(order) and len(set(found)) == len(found)
+
+
 def test_a_log_gets_a_line_for_every_phase(project):
-    project.board.write_flash(FLASH_BASE + 100 * PAGE, b"\x00")        # data outside the image
-    first = project.run("flash")
-    # A blank image area: a mass erase would be cheaper, so the rest of the chip is checked
-    # blank first (it is not: page erases).
-    assert phases(first.stderr) == list(progress.PHASES)
-    assert "20 of 20 pages changed (20 erased, 20 programmed)" in first.stdout
-    assert re.search(r"^flash fw\.hex: programming 100%", first.stderr, re.M)
-    changed = bytearray(project.data)
-    changed[5 * PAGE] ^= 1
-    project.image(bytes(changed))
-    second = project.run("flash")                  # one page: page erases win, no blank check
-    assert phases(second.stderr) == ["connecting", "comparing", "erasing", "programming", "verifying"]
-    check = project.run("flash", "--flash-check")
-    assert phases(check.stderr) == ["connecting", "comparing"]
+    first = project.run("flash")                   # a blank chip: compared, then programmed
+    other = random_image(SIZE, seed=9)
+    project.image(other)
+    second = project.run("flash")                  # every page differs, the rest of the chip is blank:
+    assert "mass erase" in second.stdout           # checked blank, then one mass erase
+    read = project.run("flash", "--verify=read")   # an option changed: flashed again, read back
     verify = project.run("verify")
-    assert phases(verify.stderr, "verify fw.hex")[0] == "connecting"
-    assert phases(verify.stderr, "verify fw.hex")[-1] == "verifying"
     erase = project.run("erase")
-    assert phases(erase.stderr, "erase")[0] == "connecting"
-    assert set(phases(erase.stderr, "erase")) <= {"connecting", "erasing"}
+    runs = {"first": phases(first.stderr), "second": phases(second.stderr), "read": phases(read.stderr),
+            "verify": phases(verify.stderr, "verify fw.hex"), "erase": phases(erase.stderr, "erase")}
+    assert all(found[0] == "connecting" and in_order(found) for found in runs.values()), runs
+    assert runs["first"][:2] == ["connecting", "comparing"] and "programming" in runs["first"]
+    assert "blank check" in runs["second"]
+    assert "verifying" in runs["read"]
+    assert runs["erase"] == ["connecting", "erasing"]
+    assert set().union(*runs.values()) == set(progress.PHASES)
+    assert re.search(r"^flash fw\.hex: programming 100% \(20 of 20\), [\d.]+ s$", first.stderr, re.M)
     quiet = project.run("flash", "--force-flash", "--progress=none")
     assert quiet.stderr == ""
     assert project.run("-s", "flash", "--force-flash").stderr == ""
@@ -189,17 +193,17 @@ def test_a_log_gets_a_line_for_every_phase(project):
 
 def test_one_result_line_per_operation(project, tmp_path):
     flashed = project.run("flash", "--page-map").stdout.splitlines()
-    assert re.fullmatch(r"flash stm32f100rb via sim-a: fw\.hex 0x08000000-0x08004FFF: mass erase, 20 of 20 pages "
-                        r"programmed, 20 KiB in \d+\.\d s \(erase and program \d+\.\d s\), verified \(crc\)",
-                        flashed[0]), flashed
+    assert re.fullmatch(r"flash stm32f100rb via sim-a: fw\.hex 0x08000000-0x08004FFF: 20 of 20 pages changed "
+                        r"\(0 erased, 20 programmed\), 20 KiB in \d+\.\d s \(device est\. \d+\.\d s\), "
+                        r"verified \(crc\)", flashed[0]), flashed
     assert flashed[1].startswith("page map of fw.hex (1024-byte pages:")
-    assert flashed[2] == "  0x08000000  " + "P" * 20
+    assert flashed[2] == "  0x08000000  " + "p" * 20            # blank pages: programmed, not erased
     changed = bytearray(project.data)
     changed[5 * PAGE] ^= 1
     project.image(bytes(changed))
     line = project.run("flash").stdout.strip()
     assert re.fullmatch(r"flash stm32f100rb via sim-a: fw\.hex 0x08000000-0x08004FFF: 1 of 20 pages changed "
-                        r"\(1 erased, 1 programmed\), 1 KiB in \d+\.\d s \(erase and program \d+\.\d s\), "
+                        r"\(1 erased, 1 programmed\), 1 KiB in \d+\.\d s \(device est\. \d+\.\d s\), "
                         r"verified \(crc\)", line), line
     assert re.fullmatch(r"flash is up to date \(image fw\.hex [0-9a-f]{12} at 0x08000000-0x08004FFF, board sim-a, "
                         r"flashed [-0-9: ]+\)", project.run("flash").stdout.strip())
@@ -255,4 +259,4 @@ def test_a_terminal_gets_a_bar_that_goes_away(project):
     assert re.search(r"flash fw\.hex: programming +\d+%\|", terminal), terminal
     assert "flash fw.hex: connecting ..." in terminal
     assert not re.search(r"programming \d+%, \d", terminal)     # bars, not log lines
-    assert stdout.startswith("flash stm32f100rb via sim-a: fw.hex 0x08000000-0x08004FFF: mass erase")
+    assert stdout.startswith("flash stm32f100rb via sim-a: fw.hex 0x08000000-0x08004FFF: 20 of 20 pages changed")

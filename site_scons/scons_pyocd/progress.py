@@ -164,8 +164,9 @@ class Progress:
     def phase(self, name: str, total: int = 0) -> "Progress":
         """Start phase ``name`` of ``total`` steps (0: unknown). Returns self, which also takes
         pyOCD's progress callbacks (a fraction)."""
-        if self._open and name == self.name and total == 0 and self.total in (0, _FRACTION_STEPS):
-            return self              # pyOCD's callbacks restart a phase per flash region
+        if self._open and name == self.name and (total == self.total or
+                                                  (total == 0 and self.total == _FRACTION_STEPS)):
+            return self              # the same phase again (pyOCD restarts one per flash region)
         self.done()
         self.name, self.total, self.count = name, max(0, int(total)), 0
         self._open = True

@@ -77,7 +77,7 @@ def flash_line(result, image: str, ranges: Sequence[Range], elapsed: float) -> s
     states = page_states(result)
     changed = sum(1 for c in states.values() if c != UNCHANGED)
     if plan is not None:
-        erased = len(plan.erase) + sum(1 for w in plan.program if w.erase)
+        erased = len(plan.erase)          # every page erased one by one, programmed after or not
         device = f" (device est. {plan.seconds:.1f} s)"
     else:
         erased = result.sectors_erased

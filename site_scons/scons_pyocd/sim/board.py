@@ -15,7 +15,9 @@ Each board is a directory ``$SCONS_PYOCD_SIM_DIR/<board-id>/`` (see
     96-bit unique id.
 ``counters.json``
     Connects, resets, pages erased, mass erases, half-words programmed, bytes
-    read and written over the debug port, and modeled device time.
+    read and written over the debug port, modeled device time, words fed to the
+    CRC unit, and what a real chip would not like: CRC accesses with its clock
+    off, switches onto an out-of-spec clock, flash operations with the HSI off.
 ``faults.json``
     Injected faults (see :data:`FAULTS`); empty when the board behaves.
 ``lock``
@@ -65,6 +67,10 @@ COUNTER_NAMES = (
     "dp_bytes_read",
     "dp_bytes_written",
     "device_time_s",
+    "crc_words",
+    "crc_accesses_clock_off",
+    "clock_out_of_spec",
+    "flash_ops_without_hsi",
 )
 
 #: Injectable faults: name -> what it does. Each one-shot fault is removed from
