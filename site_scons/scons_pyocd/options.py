@@ -249,8 +249,8 @@ OPTIONS: Tuple[Option, ...] = (
            "written by other tools.", parse_bool, flag="--flash-check", switch=True),
     Option("PYOCD_FORCE", False, "Flash even if the image, options and board record say the "
            "board is up to date.", parse_bool, flag="--force-flash", switch=True),
-    Option("PYOCD_DEBUG", False, "Show pyOCD's own log (debug level) and, after a flash, the page "
-           "map.", parse_bool, flag="--pyocd-debug", switch=True),
+    Option("PYOCD_DEBUG", False, "Show pyOCD's own log (debug level), the flash plan before anything "
+           "is written, and after a flash the page map.", parse_bool, flag="--pyocd-debug", switch=True),
     Option("PYOCD_PROGRESS", "auto", "Progress of connecting, comparing, blank checks, erasing, "
            "programming and verifying, on stderr. auto: a bar on a terminal, lines (each phase's "
            "start, then every 10 % or 5 s) otherwise, e.g. in a CI log. bar, lines: that one. none: "
