@@ -29,18 +29,20 @@ RUN_TIMEOUT = 3600
 
 
 def declared() -> dict:
-    """``{"dependencies": [...], "test": [...]}`` from pyproject.toml."""
+    """``{"dependencies": [...], "sim": [...], "test": [...]}`` from pyproject.toml (the e2e tests
+    flash the simulated board: the ``sim`` extra)."""
     text = (ROOT / "pyproject.toml").read_text()
     try:
         import tomllib
         data = tomllib.loads(text)
         return {"dependencies": data["project"]["dependencies"],
+                "sim": data["project"]["optional-dependencies"]["sim"],
                 "test": data["project"]["optional-dependencies"]["test"]}
     except ImportError:        # Python < 3.11: the two lists are simple enough to read
         def listed(key):
             block = re.search(rf"^{key}\s*=\s*\[(.*?)\]", text, re.S | re.M).group(1)
             return re.findall(r'"([^"]+)"', block)
-        return {"dependencies": listed("dependencies"), "test": listed("test")}
+        return {"dependencies": listed("dependencies"), "sim": listed("sim"), "test": listed("test")}
 
 
 def lowest_pyocd(dependencies) -> str:
@@ -54,7 +56,7 @@ def requirements() -> list:
     deps = declared()
     low = lowest_pyocd(deps["dependencies"])
     pinned = [f"pyocd=={low}" if re.match(r"pyocd\b", d) else d for d in deps["dependencies"]]
-    return pinned + deps["test"]
+    return pinned + deps["sim"] + deps["test"]
 
 
 def environment() -> Path:
