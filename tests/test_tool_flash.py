@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from scons_project import FAST_FAIL, PAGE, Project, random_image, scons_command
+from scons_project import FAST_FAIL, PAGE, Project, random_image, scons_command, units
 from scons_pyocd.images import load_image
 from scons_pyocd.records import probe_lock
 from scons_pyocd.sim.board import FLASH_BASE
@@ -28,13 +28,6 @@ def project(tmp_path):
 def holds(project, data, address=FLASH_BASE):
     return project.board.read_flash(address, len(data)) == data
 
-
-def units(data, pages=None):
-    """Half-words of ``data`` (from a page start) that the flash programs: not 0xFFFF (on erased
-    pages those are skipped); only in ``pages`` (page numbers) when given."""
-    data = data + b"\xff" * (-len(data) % PAGE)
-    chosen = range(len(data) // PAGE) if pages is None else pages
-    return sum(data[i:i + 2] != b"\xff\xff" for p in chosen for i in range(p * PAGE, (p + 1) * PAGE, 2))
 
 
 def test_first_flash_programs_every_page_and_the_second_is_a_no_op(project):

@@ -998,7 +998,9 @@ class _FpecExecutor:
         if not self.loaded:
             self._ensure()
             self.clock_pending = self.raise_clock
-        if self.clock_pending and calls:
+        c = self.c
+        busy = any(code not in (c.ERASE, c.MASS) for call in calls for code, _ in call.commands())
+        if self.clock_pending and busy:     # erasing alone gains nothing from a faster core
             calls[0].raise_clock_first()
             self.clock_pending = False
 
@@ -1054,7 +1056,7 @@ class _FpecExecutor:
         on_chip = len(calls) == 1 and len(expected) > 8
         if on_chip:     # a second call compares the CRCs with what the image gives
             survey = calls[0]
-            before = sum(c._result_words(kind, count) for kind, _, _, count in survey.checks
+            before = sum(c.result_words(kind, count) for kind, _, _, count in survey.checks
                          if kind != c.CRC)
             survey.read = before
             compare = c.Call(self.halves[1][0])
