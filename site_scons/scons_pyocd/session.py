@@ -636,7 +636,7 @@ class Connection:
         seconds = time.monotonic() - started
         self._progress.done()
         with translate(self.probe_id, f"flashing {image.source}"):
-            ex.finish(reset_follows=self.settings.reset != "none")
+            ex.finish(reset_follows=self.resets_the_chip())
         self.reset_after()
         written = {w.address: w.data for w in plan.program}
         for region in plan.mass_erase:     # every other page of a mass-erased region ends blank
@@ -681,7 +681,7 @@ class Connection:
             before_write(None)
             with translate(self.probe_id, "erasing the chip"):
                 self.executor().erase(geometry.regions, None, self._progress)
-                self.executor().finish(reset_follows=self.settings.reset != "none")
+                self.executor().finish(reset_follows=self.resets_the_chip())
             self.reset_after()
             return f"erase {self.target_name} via {self.probe_id}: mass erase"
         pages: List[int] = []
@@ -698,10 +698,16 @@ class Connection:
         before_write(spans)
         with translate(self.probe_id, "erasing sectors"):
             self.executor().erase(geometry.regions, pages, self._progress)
-            self.executor().finish(reset_follows=self.settings.reset != "none")
+            self.executor().finish(reset_follows=self.resets_the_chip())
         self.reset_after()
         return (f"erase {self.target_name} via {self.probe_id}: {len(pages)} sectors, "
                 f"0x{spans[0][0]:08X}-0x{spans[-1][1] - 1:08X}")
+
+    def resets_the_chip(self) -> bool:
+        """Whether :meth:`reset_after` resets the whole chip (clocks, flash controller), not the
+        core alone: pyOCD's core-only reset types (``reset_type`` in ``PYOCD_OPTIONS``) do not."""
+        core_only = {"sw_core", "sw_vectreset", "sw_emulated"}
+        return self.settings.reset != "none" and str(self.settings.options.get("reset_type", "")) not in core_only
 
     def reset_after(self) -> None:
         mode = self.settings.reset
