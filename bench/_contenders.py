@@ -109,7 +109,7 @@ class Tree:
         self.boards = list(boards)
         self.write(data)
         lines = ["env = Environment("
-                 + (f"tools=['pyocd'], toolpath=[{str(TOOLS)!r}], PYOCD_TARGET='stm32f100rb', "
+                 + (f"tools=['pyocd_tool'], toolpath=[{str(TOOLS)!r}], PYOCD_TARGET='stm32f100rb', "
                     f"PYOCD_FREQUENCY={str(FREQUENCY)!r}, PYOCD_ERASE={erase!r}" if boards else "")
                  + ")",
                  "image = env.Command('fw.bin', 'src.bin', Copy('$TARGET', '$SOURCE'))"]

@@ -73,7 +73,7 @@ class Project:
         settings = {"PYOCD_TARGET": target, "PYOCD_PROBE": self.board_id if probe is None else probe,
                     "PYOCD_FREQUENCY": "4MHz"}
         settings.update(variables)
-        tool = "tools=['pyocd']" if self.copy_site_scons else f"tools=['pyocd'], toolpath=[{str(SITE_TOOLS)!r}]"
+        tool = "tools=['pyocd_tool']" if self.copy_site_scons else f"tools=['pyocd_tool'], toolpath=[{str(SITE_TOOLS)!r}]"
         args = ", ".join(f"{k}={v!r}" for k, v in settings.items())
         text = PREAMBLE + f"env = Environment({tool}, {args})\n" + textwrap.dedent(body).format(image=image)
         (self.dir / "SConstruct").write_text(text)

@@ -145,7 +145,7 @@ def test_erase_then_flash_reprograms(project):
 
 
 def test_erase_of_an_address_range_erases_those_sectors_only(project):
-    project.sconstruct(ALIASES + "env.Alias('erase-some', env.Erase('0x08000400+0x800'))\n")
+    project.sconstruct(ALIASES + "env.Alias('erase-some', env.Erase(PYOCD_ERASE_RANGES='0x08000400+0x800'))\n")
     project.run("flash")
     result, delta = project.counters_after("erase-some")
     assert (delta["pages_erased"], delta["mass_erases"]) == (2, 0)
@@ -267,7 +267,7 @@ def test_an_image_outside_flash_is_refused_before_any_write(project, base, size,
 
 def test_dry_run_shows_what_would_be_flashed_without_touching_the_probe(project):
     result, delta = project.counters_after("-n", "flash")
-    assert result.stdout.strip() == "would flash fw.hex onto stm32f100rb via sim-a"
+    assert result.stdout.strip() == "would flash fw.hex onto stm32f100rb via sim-a (no record of board sim-a)"
     assert delta["connects"] == 0
     project.run("flash")
     result = project.run("-n", "flash")

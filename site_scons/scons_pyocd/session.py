@@ -100,6 +100,12 @@ class FlashResult:
     seconds: float
     verify: str
     ranges: List[Range]
+    #: Every page the image touches: ``zlib.crc32`` of the whole page after the flash.
+    page_crcs: Dict[int, int] = field(default_factory=dict)
+    #: The whole content, after the flash, of every page that was erased or programmed.
+    written: Dict[int, bytes] = field(default_factory=dict)
+    #: The plan that was carried out (None before plans existed).
+    plan: Any = None
 
     def summary(self) -> str:
         if self.chip_erase:
@@ -111,6 +117,17 @@ class FlashResult:
         if self.verify != "none":
             line += f", verified ({self.verify})"
         return line
+
+
+@dataclass
+class Survey:
+    """What a look at the chip learned about the pages an image touches.
+
+    ``page_crcs``: page start -> ``zlib.crc32`` of the whole page as the chip holds it.
+    ``differing``: the pages whose bytes inside the image's ranges differ from the image.
+    """
+    page_crcs: Dict[int, int]
+    differing: List[int]
 
 
 class Mismatch(NamedTuple):
@@ -325,12 +342,12 @@ def _pyocd_logging(debug: bool) -> Iterator[None]:
 
 # -- the board --------------------------------------------------------------------------
 
-class Board:
+class Connection:
     """An open pyOCD session on one probe and its chip. Use as a context manager::
 
-        with Board.open(settings, probe) as board:
-            board.check_identity()
-            result = board.flash(image, before_write)
+        with Connection.open(settings, probe) as connection:
+            connection.check_identity()
+            result = connection.flash(image, before_write)
     """
 
     def __init__(self, settings: Settings, probe):
@@ -343,10 +360,10 @@ class Board:
 
     # -- connection ---------------------------------------------------------------------
     @classmethod
-    def open(cls, settings: Settings, probe) -> "Board":
-        board = cls(settings, probe)
-        board._open()
-        return board
+    def open(cls, settings: Settings, probe) -> "Connection":
+        connection = cls(settings, probe)
+        connection._open()
+        return connection
 
     def session_options(self) -> Dict[str, Any]:
         s = self.settings
@@ -405,7 +422,7 @@ class Board:
             self._progress.done()
             self._logging.close()
 
-    def __enter__(self) -> "Board":
+    def __enter__(self) -> "Connection":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -474,6 +491,62 @@ class Board:
                              f"(is the probe connected to the right board?) and PYOCD_TARGET (now {name}).")
         return f"{expected.description}, DBGMCU_IDCODE 0x{idcode:08X}"
 
+    def chip_unique_id(self) -> Optional[str]:
+        """The chip's factory unique id as lowercase hex (96 bits on STM32), or None when the
+        target has no known identity (:data:`IDENTITIES`)."""
+        expected = IDENTITIES.get(self.target_name.lower())
+        if expected is None or expected.unique_id_address is None:
+            return None
+        with translate(self.probe_id, "reading the chip's unique id"):
+            data = self.target.read_memory_block8(expected.unique_id_address, expected.unique_id_bytes)
+        return bytes(data).hex()
+
+    # -- what the chip holds --------------------------------------------------------------
+    def page_size_at(self, address: int) -> int:
+        for region in self.flash_regions():
+            if region.start <= address <= region.end:
+                return region.sector_size or region.blocksize
+        raise FlashError(f"0x{address:08X} is not in the flash of {self.target_name}.")
+
+    def pages(self, image: Image) -> List[Range]:
+        """Every flash page the image touches, as (start, end)."""
+        pages: List[Range] = []
+        for region in self.flash_regions():
+            size = region.sector_size or region.blocksize
+            pages += [(page, page + size) for page in image.pages(size) if region.start <= page < region.end]
+        return pages
+
+    def survey(self, image: Image) -> Survey:
+        """The CRC of every page ``image`` touches, as the chip holds it, and which of them differ
+        from the image inside its ranges (pages are read whole)."""
+        self.check_fits(image)
+        crcs: Dict[int, int] = {}
+        differing: List[int] = []
+        with translate(self.probe_id, f"comparing {image.source} with the chip"):
+            for lo, hi in self.pages(image):
+                data = bytes(self.target.read_memory_block8(lo, hi - lo))
+                crcs[lo] = binascii.crc32(data) & 0xFFFFFFFF
+                if _first_difference(image, lo, data, image.data_at(lo, hi - lo)) is not None:
+                    differing.append(lo)
+        return Survey(crcs, differing)
+
+    def _facts_after(self, image: Image, programmed: Sequence[Range]) -> Tuple[Dict[int, int], Dict[int, bytes]]:
+        """(page CRCs, whole content of the programmed pages) after a verified flash of ``image``:
+        pages the image fills are its bytes; the others are read."""
+        crcs: Dict[int, int] = {}
+        written: Dict[int, bytes] = {}
+        covered = image.ranges()
+        with translate(self.probe_id, f"reading back {image.source}"):
+            for lo, hi in self.pages(image):
+                if _subtract([(lo, hi)], covered):
+                    data = bytes(self.target.read_memory_block8(lo, hi - lo))
+                else:
+                    data = image.data_at(lo, hi - lo)
+                crcs[lo] = binascii.crc32(data) & 0xFFFFFFFF
+                if _intersect([(lo, hi)], programmed):
+                    written[lo] = data
+        return crcs, written
+
     # -- writing ------------------------------------------------------------------------
     def _builders(self, image: Image) -> list:
         """One pyOCD FlashBuilder per flash region the image touches, data added."""
@@ -529,7 +602,12 @@ class Board:
                 if chip_erase == "chip":
                     chip_erase = "sector"     # one mass erase clears every region
             self._progress.done()
-        self.verify(self._written_part(image, builders) if s.verify == "crc" else image)
+        written_part = self._written_part(image, builders)
+        if s.verify != "none":
+            self._check_equal(written_part if s.verify == "crc" else image, s.verify)
+        page_crcs, written = self._facts_after(
+            image, ranges if chip_erase == "chip" or written_part is image else
+            _merge([(lo - lo % self.page_size_at(lo), hi) for lo, hi in written_part.ranges()]))
         self.reset_after()
         return FlashResult(
             target=self.target_name, probe=self.probe_id,
@@ -539,7 +617,7 @@ class Board:
             sectors_erased=sum(p.erase_sector_count for p in perfs),
             chip_erase=any(p.program_type == 2 for p in perfs),   # FlashBuilder.FLASH_CHIP_ERASE
             seconds=sum(p.erase_time + p.program_time for p in perfs),
-            verify=s.verify, ranges=ranges)
+            verify=s.verify, ranges=ranges, page_crcs=page_crcs, written=written)
 
     @staticmethod
     def _written_part(image: Image, builders: list) -> Image:
@@ -637,11 +715,16 @@ class Board:
                 self.target.reset_and_halt()
 
     # -- comparing ------------------------------------------------------------------------
-    def verify(self, image: Image, mode: Optional[str] = None) -> None:
-        """Raise FlashError at the first byte where the chip differs from ``image``."""
+    def verify(self, image: Image, mode: Optional[str] = None) -> Optional[Survey]:
+        """Raise FlashError at the first byte where the chip differs from ``image``; return what
+        was learned of the image's pages (None with mode 'none')."""
         mode = mode or self.settings.verify
         if mode == "none":
-            return
+            return None
+        self._check_equal(image, mode)
+        return self.survey(image)
+
+    def _check_equal(self, image: Image, mode: str) -> None:
         mismatch = self.compare(image, mode)
         if mismatch is not None:
             raise FlashError(

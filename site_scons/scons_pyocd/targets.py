@@ -24,16 +24,22 @@ class ChipIdentity(NamedTuple):
     #: The chip's erase unit (page) in bytes: a target definition declaring other flash
     #: sectors would erase data outside the image, or fail mid-flash.
     sector_size: Optional[int] = None
+    #: Where the chip's factory-programmed unique device id is, and its length in bytes:
+    #: board records remember it, so another chip behind the same probe is noticed.
+    unique_id_address: Optional[int] = None
+    unique_id_bytes: int = 12
 
 
 IDENTITIES = {
     # RM0041: DBGMCU_IDCODE DEV_ID 0x420 (value line, low/medium density); F_SIZE in KiB;
     # 1 KiB pages.
+    # RM0041, "Device electronic signature": 96-bit unique device id at 0x1FFFF7E8.
     "stm32f100rb": ChipIdentity(0xE0042000, 0xFFF, 0x420, 0x1FFFF7E0, 128,
-                                "STM32F100RB (value line, 128 KiB flash)", 1024),
+                                "STM32F100RB (value line, 128 KiB flash)", 1024, 0x1FFFF7E8),
     # RM0008: DEV_ID 0x414 high density (the F103RC is 256 KiB), 2 KiB pages.
+    # RM0008, "Device electronic signature": 96-bit unique device id at 0x1FFFF7E8.
     "stm32f103rc": ChipIdentity(0xE0042000, 0xFFF, 0x414, 0x1FFFF7E0, 256,
-                                "STM32F103RC (high density, 256 KiB flash)", 2048),
+                                "STM32F103RC (high density, 256 KiB flash)", 2048, 0x1FFFF7E8),
 }
 
 _registered = False
