@@ -13,8 +13,8 @@ ERRORS = {"FlashError", "UserError", "Interrupted"}
 #: Where each source's messages must be documented.
 SOURCES = {
     "troubleshooting.md": [PACKAGE / name for name in ("builders.py", "operations.py", "session.py",
-                                                       "records.py", "options.py")]
-                          + [ROOT / "SConstruct", ROOT / "examples" / "blinky" / "SConscript"],
+                                                       "records.py", "options.py", "paths.py")]
+                          + [ROOT / "site_scons" / "site_tools" / "pyocd.py", ROOT / "SConstruct", ROOT / "examples" / "blinky" / "SConscript"],
     "images.md": [PACKAGE / "images.py"],
 }
 

@@ -184,16 +184,14 @@ def _flash_str(target, source, env):
     from . import operations
     values = resolve(env)
     job = _job(env, target, values)
-    if values["PYOCD_FORCE"]:
-        why = "--force-flash"
-    elif values["PYOCD_FLASH_CHECK"]:
-        why = "--flash-check: the chip is compared first"
-    else:
-        why = operations.why_flash(source[0].get_abspath(), values["PYOCD_PROBE"],
-                                   values["PYOCD_BASE_ADDRESS"], job)
+    if values["PYOCD_FORCE"] or values["PYOCD_FLASH_CHECK"]:
+        how = "--force-flash" if values["PYOCD_FORCE"] else "--flash-check: the chip is compared first"
+        return f"would flash {source[0]} onto {_where(values)} ({how})"
+    why = operations.why_flash(source[0].get_abspath(), values["PYOCD_PROBE"],
+                               values["PYOCD_BASE_ADDRESS"], job)
     if why is None:
         return operations.up_to_date_line(values["PYOCD_PROBE"], job)
-    return f"would flash {source[0]} onto {_where(values)} ({why})"
+    return f"would flash {source[0]} onto {_where(values)} (board record says: {why})"
 
 
 _flash_action.strfunction = _flash_str
