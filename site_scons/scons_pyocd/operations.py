@@ -20,7 +20,7 @@ from typing import Callable, Optional, Sequence, Tuple
 
 from . import records
 from .errors import FlashError
-from .images import EXTENSIONS, Image, check_fits, load_image
+from .images import EXTENSIONS, Image, check_fits, check_vector_table, load_image
 from .session import Board, Settings, find_probe, fit_regions
 
 Say = Callable[[str], None]
@@ -56,6 +56,26 @@ def default_base_address(target: str) -> Optional[int]:
     memory_map = _memory_map(target)
     boot = memory_map.get_boot_memory() if memory_map is not None else None
     return boot.start if boot is not None else None
+
+
+def memory_ranges(target: str, memory_map=None):
+    """``(flash, ram)`` of ``memory_map``, else of the pyOCD target class (without connecting),
+    as :func:`images.check_vector_table` takes them; empty lists when the target is unknown."""
+    memory_map = memory_map if memory_map is not None else _memory_map(target)
+    if memory_map is None:
+        return [], []
+    from pyocd.core.memory_map import MemoryType
+    return ([(r.start, r.end + 1, r.sector_size or r.blocksize or 1)
+             for r in memory_map.iter_matching_regions(type=MemoryType.FLASH)],
+            [(r.start, r.end + 1) for r in memory_map.iter_matching_regions(type=MemoryType.RAM)])
+
+
+def load_at_flash_start(path: str, start: int, target: str, memory_map=None) -> Image:
+    """A raw binary given no base address, at the flash start ``start``, unless its vector
+    table says it was linked elsewhere (:func:`images.check_vector_table`)."""
+    image = load_image(path, start)
+    check_vector_table(image, *memory_ranges(target, memory_map))
+    return image
 
 
 def check_target_definition(target: str) -> None:
@@ -112,7 +132,9 @@ def _load(path: str, base_address: Optional[int], target: str) -> Optional[Image
         base_address = default_base_address(target)
         if base_address is None:
             return None
-    image = load_image(path, base_address)
+        image = load_at_flash_start(path, base_address, target)
+    else:
+        image = load_image(path, base_address)
     _check_fits_offline(image, target)
     return image
 
@@ -137,7 +159,7 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
         record = records.BoardRecord(probe_id)
         with Board.open(settings, found) as board:
             if image is None:
-                image = load_image(path, board.flash_start())
+                image = load_at_flash_start(path, board.flash_start(), settings.target, board.target.memory_map)
             facts = dict(image=image.source, image_sha256=image.sha256(), target=board.target_name,
                          probe=probe_id, options=job.options_digest(), project=job.project)
             if check:
@@ -176,7 +198,7 @@ def verify(path: str, settings: Settings, probe: str = "", base_address: Optiona
     with records.probe_lock(probe_id, on_wait=say):
         with Board.open(settings, found) as board:
             if image is None:
-                image = load_image(path, board.flash_start())
+                image = load_at_flash_start(path, board.flash_start(), settings.target, board.target.memory_map)
             board.check_identity()
             board.check_fits(image)
             try:
