@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from intelhex import AddressOverlapError, IntelHex
 
 from scons_pyocd.errors import FlashError
-from scons_pyocd.images import (Image, check_fits, convert, hex_bytes, load_image, write_bin,
-                                write_hex)
+from scons_pyocd.images import (MAX_GAP_WITHOUT_TARGET, Image, check_fits, check_gap_fill,
+                                check_vector_table, convert, hex_bytes, load_image, write_bin, write_hex)
 
 CORPUS = Path(__file__).parent / "bad_images"
 FLASH = 0x08000000
@@ -717,6 +717,123 @@ def test_fits_across_adjacent_regions_but_not_across_a_gap():
 def test_check_fits_without_regions():
     with pytest.raises(FlashError, match="no memory regions"):
         check_fits(Image([(FLASH, b"\x01")], "fw.hex"), [])
+
+
+# --- a raw binary's vector table -------------------------------------------------------
+
+F100_PAGES = [(FLASH, FLASH + 0x20000, PAGE)]
+F100_SRAM = [(0x20000000, 0x20002000)]
+TOP = 0x20002000                                  # initial SP: the top of the F100's SRAM
+
+
+def raw_binary(words, size):
+    data = struct.pack(f"<{len(words)}I", *words)
+    return Image([(FLASH, data + bytes(size - len(data)))], "fw.bin", "bin")
+
+
+def refusal(link, sp, reset, pages, why):
+    return (f"fw.bin: its vector table (initial SP 0x{sp:08X}, reset vector 0x{reset:08X}) says it was "
+            f"linked to run elsewhere: the reset handler is outside the pages {pages} it would occupy at "
+            "0x08000000, the flash start, where a raw binary goes when no base address is given. There it "
+            "would not start, and it would overwrite what those pages hold. It was probably linked at "
+            f"0x{link:08X} ({why}): set PYOCD_BASE_ADDRESS (or --base-address) to its link address, or "
+            "flash the ELF or .hex, which carry their addresses.")
+
+
+PAGE_WHY = "the start of the flash page holding its lowest exception handler, 0x{:08X}"
+
+VECTOR_TABLE_CASES = [
+    # (what, words, size, None when it passes, else (suggested link address, why))
+    ("linked at the flash start", [TOP, 0x08000101, 0x08000181], 0x5C8, None),
+    ("reset handler past the data but in its last page", [TOP, 0x080007F1], 0x500, None),
+    ("not a vector table: SP outside SRAM", [0x10002000, 0x08000895], 0x5C8, None),
+    ("not a vector table: SP not word-aligned", [TOP - 2, 0x08000895], 0x5C8, None),
+    ("not a vector table: reset vector even (not Thumb)", [TOP, 0x08000894], 0x5C8, None),
+    ("not a vector table: reset vector outside flash", [TOP, 0x00000895], 0x5C8, None),
+    ("shorter than two words", [TOP], 4, None),
+    ("linked after a 2 KiB bootloader", [TOP, 0x08000895, 0x08000891, 0x08000891], 0x5C8,
+     (0x08000800, PAGE_WHY.format(0x08000890))),
+    ("lowest handler below the reset handler", [TOP, 0x08004235, 0x08004051, 0x08004051], 0x1000,
+     (0x08004000, PAGE_WHY.format(0x08004050))),
+    ("a handler too far below to be in the binary is not counted", [TOP, 0x08004235, 0x08000201], 0x1000,
+     (0x08004000, PAGE_WHY.format(0x08004234))),
+    ("a handler above the reset handler is not counted", [TOP, 0x08004235, 0x08004F01], 0x1000,
+     (0x08004000, PAGE_WHY.format(0x08004234))),
+    ("smaller than a page, not page-aligned", [TOP, 0x08004A11, 0x08004A01], 0x100,
+     (0x08004A00, "its lowest exception handler, 0x08004A00, rounded down to the vector table's "
+                  "128-byte alignment")),
+    ("tiny", [TOP, 0x08004A79, 0x08004A71, 0], 16, (0x08004A70, "its lowest exception handler")),
+]
+
+
+@pytest.mark.parametrize("what, words, size, refused", VECTOR_TABLE_CASES, ids=[c[0] for c in VECTOR_TABLE_CASES])
+def test_raw_binary_vector_table(what, words, size, refused):
+    image = raw_binary(words, size)
+    if refused is None:
+        check_vector_table(image, F100_PAGES, F100_SRAM)
+        return
+    end = FLASH + -(-size // PAGE) * PAGE
+    with pytest.raises(FlashError) as exc:
+        check_vector_table(image, F100_PAGES, F100_SRAM)
+    assert message(exc) == refusal(refused[0], words[0], words[1], f"0x08000000-0x{end - 1:08X}", refused[1])
+    # At the suggested address the binary holds its reset handler.
+    assert refused[0] <= words[1] & ~1 < refused[0] + size
+
+
+def test_raw_binary_vector_table_not_checked_without_a_memory_map():
+    check_vector_table(raw_binary([TOP, 0x08000895], 0x5C8), [], [])
+
+
+def test_convert_checks_a_raw_binary_only_at_the_default_base(tmp_path):
+    source = write(tmp_path / "app.bin", raw_binary([TOP, 0x08000895, 0x08000891], 0x5C8).segments[0][1])
+    with pytest.raises(FlashError, match=r"app\.bin: its vector table .* probably linked at 0x08000800 "):
+        convert(source, tmp_path / "app.hex", FLASH, flash=F100_PAGES, ram=F100_SRAM, default_base=True)
+    assert not (tmp_path / "app.hex").exists()
+    # A base address given explicitly wins, even the flash start.
+    assert convert(source, tmp_path / "app.hex", FLASH, flash=F100_PAGES, ram=F100_SRAM).start == FLASH
+    assert convert(source, tmp_path / "app.hex", 0x08000800, flash=F100_PAGES, ram=F100_SRAM).start == 0x08000800
+
+
+# --- gap fill in a raw binary ----------------------------------------------------------
+
+def gap_message(gap, limit_text, a, b, out="app.bin", src="app.elf"):
+    return (f"{out}: not written: the data of {src} at {a} and at {b} lie {gap} apart, more than "
+            f"{limit_text}, and a raw binary would fill the gap. A section probably has its load address "
+            "outside flash (one that runs from SRAM needs AT> FLASH in the linker script); or convert to "
+            ".hex, which keeps gaps empty.")
+
+
+def two_pieces(gap):
+    start = FLASH + 16 + gap
+    return Image([(FLASH, b"\x01" * 16), (start, b"\x02" * 16)], "app.elf", "elf"), start
+
+
+@pytest.mark.parametrize("flash_size, limit_text", [
+    (0x20000, "the target's 128 KiB of flash"),
+    (None, "16 MiB (the limit when PYOCD_TARGET is not set)"),
+])
+def test_gap_fill_limit(flash_size, limit_text):
+    limit = flash_size or MAX_GAP_WITHOUT_TARGET
+    check_gap_fill(two_pieces(limit)[0], flash_size)                  # a gap of the limit: fine
+    image, start = two_pieces(limit + 1)
+    with pytest.raises(FlashError) as exc:
+        check_gap_fill(image, flash_size, "app.bin")
+    size = f"{limit + 1:,} bytes" if limit < 1 << 20 else f"{limit + 1:,} bytes ({(limit + 1) / (1 << 20):.1f} MiB)"
+    assert message(exc) == gap_message(size, limit_text, "0x08000000-0x0800000F", f"0x{start:08X}-0x{start + 15:08X}")
+
+
+def test_write_bin_refuses_a_section_loaded_in_sram_and_writes_nothing(tmp_path):
+    elf = write(tmp_path / "app.elf", make_elf([(PT_LOAD, FLASH, FLASH, TEXT, len(TEXT)),
+                                                (PT_LOAD, 0x20000000, 0x20000000, DATA, len(DATA))]))
+    for flash, limit_text in ((F100_PAGES, "the target's 128 KiB of flash"),
+                              ((), "16 MiB (the limit when PYOCD_TARGET is not set)")):
+        with pytest.raises(FlashError) as exc:
+            convert(elf, tmp_path / "app.bin", flash=flash)
+        assert message(exc) == gap_message("402,652,672 bytes (384.0 MiB)", limit_text, "0x08000000-0x080001FF",
+                                           "0x20000000-0x2000003F", tmp_path / "app.bin", elf)
+        assert not (tmp_path / "app.bin").exists()
+    convert(elf, tmp_path / "app.hex")                                 # a .hex keeps the gap empty
+    assert load_image(tmp_path / "app.hex") == load_image(elf)
 
 
 # --- properties ------------------------------------------------------------------------

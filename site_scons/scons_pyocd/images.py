@@ -61,6 +61,8 @@ def _span(start: int, end: int) -> str:
 
 
 def _bytes(n: int) -> str:
+    if n >= 1 << 20 and n % (1 << 20) == 0:
+        return f"{n >> 20} MiB"
     if n >= 1024 and n % 1024 == 0:
         return f"{n // 1024} KiB"
     return f"{n:,} bytes"
@@ -647,7 +649,7 @@ def check_gap_fill(image: Image, flash_size: Optional[int] = None, output: Optio
         gap = b_start - a_end
         if gap > limit:
             what = (f"the target's {_bytes(flash_size)} of flash" if flash_size else
-                    f"{_bytes(MAX_GAP_WITHOUT_TARGET)}, the limit when PYOCD_TARGET is not set")
+                    f"{_bytes(MAX_GAP_WITHOUT_TARGET)} (the limit when PYOCD_TARGET is not set)")
             raise FlashError(
                 f"{_name(output) if output is not None else image.source}: not written: the data of "
                 f"{image.source} at {_span(a_start, a_end)} and at {_span(b_start, b_start + len(b_data))} "
