@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import records
 from .errors import FlashError
-from .images import EXTENSIONS, Image, check_fits, load_image
+from .images import EXTENSIONS, Image, check_fits, check_vector_table, load_image
 from .session import Connection, Settings, find_probe, fit_regions
 
 Say = Callable[[str], None]
@@ -57,6 +57,26 @@ def default_base_address(target: str) -> Optional[int]:
     memory_map = _memory_map(target)
     boot = memory_map.get_boot_memory() if memory_map is not None else None
     return boot.start if boot is not None else None
+
+
+def memory_ranges(target: str, memory_map=None):
+    """``(flash, ram)`` of ``memory_map``, else of the pyOCD target class (without connecting),
+    as :func:`images.check_vector_table` takes them; empty lists when the target is unknown."""
+    memory_map = memory_map if memory_map is not None else _memory_map(target)
+    if memory_map is None:
+        return [], []
+    from pyocd.core.memory_map import MemoryType
+    return ([(r.start, r.end + 1, r.sector_size or r.blocksize or 1)
+             for r in memory_map.iter_matching_regions(type=MemoryType.FLASH)],
+            [(r.start, r.end + 1) for r in memory_map.iter_matching_regions(type=MemoryType.RAM)])
+
+
+def load_at_flash_start(path: str, start: int, target: str, memory_map=None) -> Image:
+    """A raw binary given no base address, at the flash start ``start``, unless its vector
+    table says it was linked elsewhere (:func:`images.check_vector_table`)."""
+    image = load_image(path, start)
+    check_vector_table(image, *memory_ranges(target, memory_map))
+    return image
 
 
 def check_target_definition(target: str) -> None:
@@ -113,7 +133,9 @@ def _load(path: str, base_address: Optional[int], target: str) -> Optional[Image
         base_address = default_base_address(target)
         if base_address is None:
             return None
-    image = load_image(path, base_address)
+        image = load_at_flash_start(path, base_address, target)
+    else:
+        image = load_image(path, base_address)
     _check_fits_offline(image, target)
     return image
 
@@ -186,7 +208,8 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
         with Connection.open(settings, found) as connection:
             connection.check_identity()
             if image is None:
-                image = load_image(path, connection.flash_start())
+                image = load_at_flash_start(path, connection.flash_start(), settings.target,
+                                            connection.target.memory_map)
             record.see_chip(connection.chip_unique_id(), connection.target_name)
             facts = _facts(image, path, connection, probe_id, job)
             if check:
@@ -232,7 +255,8 @@ def verify(path: str, settings: Settings, probe: str = "", base_address: Optiona
         with Connection.open(settings, found) as connection:
             connection.check_identity()
             if image is None:
-                image = load_image(path, connection.flash_start())
+                image = load_at_flash_start(path, connection.flash_start(), settings.target,
+                                            connection.target.memory_map)
             record.see_chip(connection.chip_unique_id(), connection.target_name)
             connection.check_fits(image)
             try:
@@ -262,7 +286,8 @@ def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Range]]
             record.see_chip(connection.chip_unique_id(), connection.target_name)
             if image_path:
                 if image is None:
-                    image = load_image(image_path, connection.flash_start())
+                    image = load_at_flash_start(image_path, connection.flash_start(), settings.target,
+                                                connection.target.memory_map)
                 connection.check_fits(image)
                 ranges = connection.pages(image)
             what = "mass erase" if ranges is None else "page erase"
