@@ -13,9 +13,9 @@ ERRORS = {"FlashError", "UserError", "Interrupted", "NoSuchBoard", "InvalidBoard
 #: Where each source's messages must be documented.
 SOURCES = {
     "troubleshooting.md": [PACKAGE / name for name in ("builders.py", "operations.py", "session.py",
-                                                       "records.py", "options.py")]
+                                                       "records.py", "options.py", "paths.py")]
                           + [PACKAGE / "sim" / "board.py"]
-                          + [ROOT / "SConstruct", ROOT / "examples" / "blinky" / "SConscript"],
+                          + [ROOT / "site_scons" / "site_tools" / "pyocd.py", ROOT / "SConstruct", ROOT / "examples" / "blinky" / "SConscript"],
     "images.md": [PACKAGE / "images.py"],
 }
 

@@ -267,7 +267,7 @@ def test_an_image_outside_flash_is_refused_before_any_write(project, base, size,
 
 def test_dry_run_shows_what_would_be_flashed_without_touching_the_probe(project):
     result, delta = project.counters_after("-n", "flash")
-    assert result.stdout.strip() == "would flash fw.hex onto stm32f100rb via sim-a (no record of board sim-a)"
+    assert result.stdout.strip() == "would flash fw.hex onto stm32f100rb via sim-a (board record says: no record of board sim-a)"
     assert delta["connects"] == 0
     project.run("flash")
     result = project.run("-n", "flash")
