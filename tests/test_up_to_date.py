@@ -305,3 +305,15 @@ def test_erasing_an_image_keeps_the_bytes_of_its_neighbour_in_a_shared_page(tmp_
     assert result.stdout.count("flash is up to date") == 1       # the bootloader's
     assert delta["connects"] == 1 and delta["pages_erased"] == 6
     assert holds(p, boot) and holds(p, app, FLASH_BASE + 0xA00)
+
+
+def test_dry_run_of_a_rebuilt_image_says_it_would_flash(tmp_path):
+    p = Project(tmp_path / "a", "sim-a")
+    p.image(random_image(SIZE), "src.hex")
+    p.sconstruct("hex = Command('build/fw.hex', 'src.hex', Copy('$TARGET', '$SOURCE'))\n"
+                 "env.FlashAliases(hex)\n")
+    p.run("flash")
+    p.image(random_image(SIZE, seed=9), "src.hex")
+    result, delta = p.counters_after("-n", "flash")
+    assert "would flash build/fw.hex onto stm32f100rb via sim-a (it is rebuilt first)" in result.stdout
+    assert delta["connects"] == 0
