@@ -164,7 +164,7 @@ def test_erase_then_flash_reprograms(project):
 
 
 def test_erase_of_an_address_range_erases_those_sectors_only(project):
-    project.sconstruct(ALIASES + "env.Alias('erase-some', env.Erase('0x08000400+0x800'))\n")
+    project.sconstruct(ALIASES + "env.Alias('erase-some', env.Erase(PYOCD_ERASE_RANGES='0x08000400+0x800'))\n")
     project.run("flash")
     result, delta = project.counters_after("erase-some")
     assert (delta["pages_erased"], delta["mass_erases"]) == (2, 0)
@@ -287,7 +287,7 @@ def test_an_image_outside_flash_is_refused_before_any_write(project, base, size,
 
 def test_dry_run_shows_what_would_be_flashed_without_touching_the_probe(project):
     result, delta = project.counters_after("-n", "flash")
-    assert result.stdout.strip() == "would flash fw.hex onto stm32f100rb via sim-a"
+    assert result.stdout.strip() == "would flash fw.hex onto stm32f100rb via sim-a (board record says: no record of board sim-a)"
     assert delta["connects"] == 0
     project.run("flash")
     result = project.run("-n", "flash")
@@ -352,9 +352,12 @@ def test_nuttx_v1_v2_v3_program_the_pages_that_differ(project, shared_firmware):
         project.run("verify")
 
 
-def test_default_probe_is_the_only_one_attached_and_several_are_listed(project, tmp_path):
+def test_default_probe_is_the_only_one_attached_and_several_are_listed(project, tmp_path, monkeypatch):
     project.sconstruct(ALIASES, probe="")
     project.board.erase_flash()                   # sim-a exists: the only board
+    result, delta = project.counters_after("flash", check=False)
+    assert "no debug probe found" in result.stderr and delta["connects"] == 0   # hidden from enumeration
+    monkeypatch.setenv("SCONS_PYOCD_SIM_LIST", "1")                             # unless asked for
     _, delta = project.counters_after("flash")
     assert delta["halfwords_programmed"] == SIZE // 2
     _, delta = project.counters_after("flash")
@@ -364,7 +367,8 @@ def test_default_probe_is_the_only_one_attached_and_several_are_listed(project, 
     assert "several debug probes are attached: sim-a" in result.stderr and "sim-second" in result.stderr
 
 
-def test_unknown_probe_lists_the_attached_ones(project):
+def test_unknown_probe_lists_the_attached_ones(project, monkeypatch):
+    monkeypatch.setenv("SCONS_PYOCD_SIM_LIST", "1")
     result = project.run("flash", "--probe=stlink-0042", check=False)
     assert "no probe matches PYOCD_PROBE='stlink-0042': attached probes are: sim-a" in result.stderr
 

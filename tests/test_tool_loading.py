@@ -22,8 +22,8 @@ def project(tmp_path):
 @pytest.mark.parametrize("before", [False, True], ids=["pyocd-imported-after", "pyocd-imported-before"])
 def test_import_pyocd_in_the_sconstruct_gets_the_real_pyocd(project, before):
     body = ("import pyocd as early\n" if before else "") + (
-        "env.Tool('pyocd')\n"
-        "env2 = Environment(tools=['pyocd'], toolpath=env['toolpath'])\n"
+        "env.Tool('pyocd_tool')\n"
+        "env2 = Environment(tools=['pyocd_tool'], toolpath=env['toolpath'])\n"
         "import pyocd, pyocd.core.helpers\n"
         "print('pyocd', pyocd.__version__, hasattr(pyocd.core.helpers, 'ConnectHelper'))\n"
         + ("print('same module', early is pyocd)\n" if before else "")

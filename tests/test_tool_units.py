@@ -1,6 +1,8 @@
 """The tool's pure parts: the options table and its parsers, the docs generated from it,
 board records and probe locks, erase ranges, the verify helpers."""
 
+import binascii
+import json
 import os
 import stat
 import subprocess
@@ -97,41 +99,142 @@ def test_the_user_guide_reference_is_the_generated_table():
 
 # -- records ----------------------------------------------------------------------------
 
-def test_token_is_stable_after_a_claim_and_changes_on_any_invalidation():
-    owner, other = "/a/fw.hex.sim-a.flashed", "/b/fw.hex.sim-a.flashed"
-    first = records.token("sim-a", owner)
-    record = records.BoardRecord("sim-a")
-    record.invalidate([(0, 1024)], "flash of fw.hex started")
-    record.claim(owner, first, [(0, 1024)], image_sha256="ab" * 32)
-    assert records.token("sim-a", owner) == first               # our own flash: up to date
-    records.BoardRecord("sim-a").invalidate([(4096, 5120)], "elsewhere")
-    assert records.token("sim-a", owner) == first               # did not touch our sectors
-    record = records.BoardRecord("sim-a")
-    record.invalidate([(0, 2048)], f"flash of fw.hex from /b")
-    record.claim(other, records.token("sim-a", other), [(0, 2048)])
-    changed = records.token("sim-a", owner)
-    assert changed != first and "flash of fw.hex from /b" in changed
-    records.BoardRecord("sim-a").invalidate(None, "mass erase")    # unique per event
-    assert records.token("sim-a", owner) != changed
+PAGE = 1024
+OPTS = {"PYOCD_TARGET": "stm32f100rb", "PYOCD_FREQUENCY": 4000000}
 
 
-def test_records_are_private_atomic_and_survive_garbage(isolated_state):
+def _claim(record, owner, image, crcs=None, **facts):
+    """Claim ``image`` for ``owner`` with the page CRCs of a chip holding only that image
+    (or ``crcs``), as a verified flash would."""
+    pages = {p: binascii.crc32(image.data_at(p, PAGE)) for p in image.pages(PAGE)}
+    pages.update(crcs or {})
+    record.claim(owner, records.page_claims(image, pages, lambda a: PAGE),
+                 file_sha256="f" * 64, image_sha256=image.sha256(), target="stm32f100rb",
+                 options=dict(OPTS), **facts)
+    return pages
+
+
+def _up_to_date(owner, options=OPTS, digest="x"):
+    record = records.BoardRecord("sim-a")
+    return record.up_to_date(owner, "/nonexistent", options, lambda: digest)
+
+
+def test_up_to_date_needs_a_valid_entry_with_the_same_image_and_options():
+    image = Image([(0x08000000, b"\x11" * 2 * PAGE)])
+    assert _up_to_date("/a").startswith("no record of board sim-a")
+    record = records.BoardRecord("sim-a")
+    _claim(record, "/a", image)
+    assert _up_to_date("/a", digest=image.sha256()) is None
+    assert _up_to_date("/a", digest="other").startswith("the image changed")
+    assert _up_to_date("/a", dict(OPTS, PYOCD_FREQUENCY=1000000), image.sha256()) == \
+        "PYOCD_FREQUENCY changed: 4000000 -> 1000000"
+    assert _up_to_date("/b", digest=image.sha256()).startswith("nothing recorded for this image")
+
+
+def test_a_write_invalidates_the_entries_of_its_pages_only_and_a_failure_keeps_them_invalid():
+    boot = Image([(0x08000000, b"\x01" * PAGE)])
+    app = Image([(0x08000800, b"\x02" * PAGE)])
+    record = records.BoardRecord("sim-a")
+    _claim(record, "/boot", boot)
+    _claim(record, "/app", app)
+    records.BoardRecord("sim-a").invalidate([(0x08000800, 0x08000C00)], "flash of app started")
+    assert _up_to_date("/boot", digest=boot.sha256()) is None
+    assert _up_to_date("/app", digest=app.sha256()) == \
+        f"record invalidated: flash of app started ({records.BoardRecord('sim-a').entry('/app')['invalidated']['time']})"
+    records.BoardRecord("sim-a").invalidate(None, "mass erase")
+    assert _up_to_date("/boot", digest=boot.sha256()).startswith("record invalidated: mass erase")
+
+
+def test_a_neighbour_in_a_shared_page_stays_valid_when_its_bytes_survive_a_write():
+    # boot ends at 0x080009FF, app starts at 0x08000A00: page 0x08000800 holds both.
+    boot = Image([(0x08000000, b"\xB0" * 0xA00)])
+    app = Image([(0x08000A00, b"\xA0" * 0x600)])
+    record = records.BoardRecord("sim-a")
+    shared = bytes(boot.data_at(0x08000800, 0x200)) + b"\xff" * 0x200
+    _claim(record, "/boot", boot, {0x08000800: binascii.crc32(shared)})
+    event = record.invalidate([(0x08000800, 0x08000C00)], "flash of app started")
+    assert not record.entry("/boot")["valid"]
+    after = bytes(boot.data_at(0x08000800, 0x200)) + app.data_at(0x08000A00, 0x200)
+    crcs = {0x08000800: binascii.crc32(after), 0x08000C00: binascii.crc32(app.data_at(0x08000C00, PAGE))}
+    record.learn(crcs, {0x08000800: after}, "flash of app", event=event,
+                 touched=[(0x08000800, 0x08000C00)], skip_owner="/app")
+    _claim(record, "/app", app, crcs)
+    fresh = records.BoardRecord("sim-a")
+    assert fresh.entry("/boot")["valid"] and fresh.entry("/app")["valid"]
+    assert fresh.entry("/boot")["pages"]["0x08000800"]["crc"] == binascii.crc32(after)
+
+
+def test_a_write_that_changes_a_neighbours_bytes_leaves_it_invalid():
+    boot = Image([(0x08000000, b"\xB0" * 0xA00)])
+    record = records.BoardRecord("sim-a")
+    _claim(record, "/boot", boot)
+    event = record.invalidate([(0x08000800, 0x08000C00)], "flash of app started")
+    after = b"\xA0" * PAGE            # overwrote boot's end
+    record.learn({0x08000800: binascii.crc32(after)}, {0x08000800: after}, "flash of app",
+                 event=event, touched=[(0x08000800, 0x08000C00)])
+    assert not records.BoardRecord("sim-a").entry("/boot")["valid"]
+
+
+def test_what_a_comparison_learns_invalidates_every_entry_it_contradicts():
+    v1 = Image([(0x08000000, b"\x01" * 2 * PAGE)])
+    record = records.BoardRecord("sim-a")
+    _claim(record, "/tree1", v1)
+    v3 = {0x08000000: binascii.crc32(b"\x03" * PAGE), 0x08000400: binascii.crc32(b"\x01" * PAGE)}
+    record.learn(v3, {}, "compared with v3.hex")
+    entry = records.BoardRecord("sim-a").entry("/tree1")
+    assert not entry["valid"] and "page 0x08000000 holds other data (compared with v3.hex)" in \
+        entry["invalidated"]["reason"]
+
+
+def test_another_chip_behind_the_probe_invalidates_everything():
+    record = records.BoardRecord("sim-a")
+    assert not record.see_chip("aa" * 12, "stm32f100rb")
+    _claim(record, "/a", Image([(0x08000000, b"\x01" * PAGE)]))
+    assert not records.BoardRecord("sim-a").see_chip("aa" * 12, "stm32f100rb")
+    assert records.BoardRecord("sim-a").entry("/a")["valid"]
+    assert records.BoardRecord("sim-a").see_chip("bb" * 12, "stm32f100rb")
+    entry = records.BoardRecord("sim-a").entry("/a")
+    assert not entry["valid"] and "another chip" in entry["invalidated"]["reason"]
+
+
+def test_records_are_private_atomic_and_survive_garbage(isolated_state, capsys):
     record = records.BoardRecord("sim:weird/id")
-    record.claim("/x", "t", [(0, 1)])
+    _claim(record, "/x", Image([(0x08000000, b"\x01" * PAGE)]))
     assert record.path.name.startswith("sim_weird_id-")
     assert stat.S_IMODE(record.path.stat().st_mode) == 0o600
     assert stat.S_IMODE(record.path.parent.stat().st_mode) == 0o700
     assert not [p for p in record.path.parent.iterdir() if p.name.endswith(".tmp")]
     record.path.write_text("{not json")
     assert records.BoardRecord("sim:weird/id").entry("/x") is None
+    assert f"board record {record.path} is not valid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("garbage", [
+    {"version": 2, "entries": "no"},
+    {"version": 2, "chip": 5, "entries": []},
+    {"version": 2, "chip": None, "entries": [{"owner": "/x", "valid": "yes"}]},
+    {"version": 2, "chip": None, "entries": [{"owner": "/x", "valid": True, "pages": {"zz": {}}}]},
+    {"version": 2, "chip": None, "entries": [{"owner": "/x", "valid": True, "file_sha256": 1,
+                                              "image_sha256": "a", "target": "t", "options": {}}]},
+    {"version": 99, "entries": []},
+    [1, 2, 3],
+])
+def test_a_malformed_record_claims_nothing_and_says_so(garbage, capsys):
+    path = records.BoardRecord("sim-bad").path
+    path.write_text(json.dumps(garbage))
+    record = records.BoardRecord("sim-bad")
+    assert record.entry("/x") is None and record.up_to_date("/x", "/none", OPTS, lambda: "d")
+    assert str(path) in capsys.readouterr().err
+    _claim(record, "/y", Image([(0x08000000, b"\x01" * PAGE)]))     # and it can be replaced
+    assert records.BoardRecord("sim-bad").entry("/y")["valid"]
 
 
 def test_entries_are_trimmed_oldest_invalid_first():
     record = records.BoardRecord("sim-trim")
     for i in range(records.MAX_ENTRIES + 5):
-        record.claim(f"/owner{i}", "t", [(i * 1024, i * 1024 + 1024)])
-    record.invalidate([(0, 1024)], "overwritten")
-    record.claim("/late", "t", [(999 * 1024, 1000 * 1024)])
+        _claim(record, f"/owner{i}", Image([(0x08000000 + i * PAGE, b"\x01" * PAGE)]))
+    record.invalidate([(0x08000000, 0x08000000 + PAGE)], "overwritten")
+    _claim(record, "/late", Image([(0x08000000 + 99 * PAGE, b"\x01" * PAGE)]))
     owners = [e["owner"] for e in records.BoardRecord("sim-trim").entries]
     assert len(owners) == records.MAX_ENTRIES and "/late" in owners and "/owner0" not in owners
 
@@ -203,16 +306,13 @@ def test_resolved_probe_ids_are_remembered():
     (["0x08000000+1024", (0x08001000, 0x08001400)], [(0x08000000, 0x08000400), (0x08001000, 0x08001400)]),
 ])
 def test_erase_ranges(spec, expected):
-    from scons_pyocd.builders import parse_ranges
-    assert parse_ranges(spec) == expected
+    assert options.parse_ranges("PYOCD_ERASE_RANGES", spec) == expected
 
 
 @pytest.mark.parametrize("spec", ["0x08000000", "start+0x10", (1,), ("0x0", 4), "0x800-0x400"])
-def test_bad_erase_ranges_are_user_errors(spec):
-    import SCons.Errors
-    from scons_pyocd.builders import parse_ranges
-    with pytest.raises(SCons.Errors.UserError, match="erase range"):
-        parse_ranges(spec)
+def test_bad_erase_ranges_are_errors_naming_the_variable(spec):
+    with pytest.raises(FlashError, match="PYOCD_ERASE_RANGES: "):
+        options.parse_ranges("PYOCD_ERASE_RANGES", spec)
 
 
 def test_subtract_and_first_difference():
@@ -233,3 +333,19 @@ def test_summary_line():
                          bytes_programmed=3072, sectors_erased=3, chip_erase=False, seconds=0.21,
                          verify="crc", ranges=[])
     assert result.summary() == "flash stm32f100rb via sim-vldiscovery: 3 of 77 pages changed, 3 KiB in 0.2 s, verified (crc)"
+
+
+def test_ctrl_c_is_seen_through_the_installed_scons(tmp_path):
+    """interrupt.requested() reads SCons internals: this fails when SCons changes them."""
+    (tmp_path / "SConstruct").write_text(textwrap.dedent("""\
+        import os, signal
+        from scons_pyocd import interrupt
+        def act(target, source, env):
+            print('before', interrupt.requested())
+            os.kill(os.getpid(), signal.SIGINT)
+            print('after', interrupt.requested())
+        AlwaysBuild(Alias('go', [], act))
+        """))
+    scons = Path(sys.executable).with_name("scons")
+    result = subprocess.run([str(scons), "-Q", "go"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert "before False" in result.stdout and "after True" in result.stdout, result.stdout + result.stderr

@@ -1,29 +1,29 @@
-"""SCons glue: the Flash, Erase and Verify methods, the conversion builders, the aliases.
+"""SCons glue: the Flash, Erase and Verify builders, the conversion builders, the aliases.
 
 No pyOCD here, and nothing imported at SConscript time that imports it: the
 actions import :mod:`.operations` when they run, so a build that flashes
 nothing (a no-op ``scons flash`` included) never loads pyOCD.
 
-How a flash is kept up to date. ``env.Flash(image)`` returns a small file in
-the build tree, ``<image>.<probe>.flashed``, built from two sources and a
-varlist:
+When a flash happens. ``env.Flash(image)`` is a builder whose target, the file
+``<image>.<probe>.flashed`` in the build tree, stands for "this image on that
+board". The node is built every time it is asked for (``AlwaysBuild``), never
+cached (``NoCache``), and not part of the default targets (``scons`` or ``scons .``
+flash nothing unless ``Default()`` says so). Its action decides, in this build and
+after whatever ran before it on the same board (an erase, another image's flash),
+from the board record (:mod:`.records`) and the image file alone: up to date, or
+connect and flash. It decides again under the probe lock before writing. So an
+erase, another tree's flash, a lost state directory or a cache can never make it
+say "up to date" over a chip that holds something else.
 
-- the image file (its content signature);
-- a ``Value`` holding the board record's token for this file (see
-  :mod:`.records`): unchanged after this file's own flash, changed by any other
-  write to the board this tool knows of (another project, ``scons erase``, a
-  failed flash or verify) — reading it costs one small JSON file;
-- every flashing option (``options.FLASH_VARLIST``).
-
-So SCons itself decides, and ``--debug=explain`` says why a reflash happens.
+Operations on one board in one build run one at a time (a ``SideEffect`` per
+probe) and, for the aliases of :func:`FlashAliases`, in the order the command
+line names them (``scons erase flash`` erases, then flashes).
 """
 
 import json
 import optparse
 import os
-import re
 import shlex
-import signal
 import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -32,8 +32,10 @@ import SCons.Action
 import SCons.Builder
 import SCons.Errors
 import SCons.Node
+import SCons.Node.Alias
 import SCons.Script
 
+from . import interrupt
 from . import options as opts
 from . import records
 from .errors import FlashError
@@ -97,47 +99,33 @@ def _settings(values: Dict[str, Any]):
                     connect=values["PYOCD_CONNECT"], reset=values["PYOCD_RESET"],
                     erase=values["PYOCD_ERASE"], verify=values["PYOCD_VERIFY"],
                     options=values["PYOCD_OPTIONS"], debug=values["PYOCD_DEBUG"],
-                    should_stop=_interrupted)
-
-
-def _interrupted() -> bool:
-    """Whether SCons got Ctrl-C (or SIGTERM) during this build.
-
-    SCons's signal handler only stops the build once the running actions finish; a flash
-    should stop between two pages instead. The handler keeps SCons's job runner as a
-    default argument, which is how its ``interrupted`` flag is read here, from any thread.
-    """
-    handler = signal.getsignal(signal.SIGINT)
-    runner = (getattr(handler, "__defaults__", None) or (None,))[0]
-    flag = getattr(getattr(runner, "job", None), "interrupted", None)
-    try:
-        return bool(flag()) if callable(flag) else False
-    except Exception:
-        return False
+                    should_stop=interrupt.requested)
 
 
 def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _dry_run() -> bool:
+    return bool(SCons.Script.GetOption("no_exec"))
+
+
 def _result(env, comstr: str, line: str) -> None:
     """The action's one line, unless the user's *COMSTR replaced it or scons -s silenced it."""
-    if SCons.Action.print_actions and not env.get(comstr):
+    if not SCons.Script.GetOption("silent") and not env.get(comstr):
         _say(line)
+
+
+def _explainer(node):
+    """Under ``--debug=explain``, a function printing why ``node``'s operation runs, as SCons
+    prints why it rebuilds a file; None otherwise."""
+    if "explain" not in (SCons.Script.GetOption("debug") or []):
+        return None
+    return lambda why: _say(f"scons: flashing `{node}' because {why}")
 
 
 def _failed(exc: FlashError, node) -> SCons.Errors.BuildError:
     return SCons.Errors.BuildError(node=node, errstr=str(exc), exitstatus=2)
-
-
-def _dry_run() -> bool:
-    return not SCons.Action.execute_actions
-
-
-def _board(values: Dict[str, Any]) -> Tuple[str, str]:
-    """(configured probe, the board id its record is kept under, without asking USB)."""
-    probe = values["PYOCD_PROBE"]
-    return probe, records.resolved_probe(probe)
 
 
 def _where(values: Dict[str, Any]) -> str:
@@ -145,157 +133,161 @@ def _where(values: Dict[str, Any]) -> str:
             f"{values['PYOCD_PROBE'] or 'the only probe attached'}")
 
 
-def _probe_node(env, board: str):
-    """The per-probe side effect that keeps ``scons -j`` from running two operations on one probe."""
-    return env.Alias(f"pyocd-probe:{board or '(default)'}")
+def _probe_key(values: Dict[str, Any]) -> str:
+    """The probe part of default target names: the configured id as a file name."""
+    probe = values["PYOCD_PROBE"]
+    return records.board_key(probe) if probe else "default"
 
 
-def _guard(env, nodes, board: str, always: bool) -> None:
-    env.SideEffect(_probe_node(env, board), nodes)
-    if always:
-        env.AlwaysBuild(nodes)
+def _job(env, target, values: Dict[str, Any]):
+    from .operations import Job
+    return Job(owner=target[0].get_abspath(), project=env.Dir("#").get_abspath(),
+               options={name: values[name] for name in opts.FLASH_VARLIST})
+
+
+def _one_image(source, builder: str) -> None:
+    if len(source) != 1:
+        raise SCons.Errors.UserError(
+            f"env.{builder}() takes exactly one image (an ELF, .bin or .hex file), got {len(source)}: "
+            f"{', '.join(map(str, source)) or 'none'}. Call it once per image.")
+
+
+def _guard(env, nodes, values: Dict[str, Any]) -> None:
+    """Every tool target: run when asked, never from a cache, one at a time per probe."""
+    env.AlwaysBuild(nodes)
+    env.NoCache(nodes)
+    board = records.resolved_probe(values["PYOCD_PROBE"]) or "(default)"
+    env.SideEffect(env.Alias(f"pyocd-probe:{board}"), nodes)
 
 
 # -- Flash ------------------------------------------------------------------------------
 
 def _flash_action(target, source, env):
     from . import operations
-    values = resolve(env, cli=False)
-    job = operations.Job(owner=target[0].get_abspath(), token=source[1].read(),
-                         project=env.Dir("#").get_abspath(),
-                         options={name: values[name] for name in opts.FLASH_VARLIST})
+    values = resolve(env)
     try:
         line = operations.flash(source[0].get_abspath(), _settings(values), probe=values["PYOCD_PROBE"],
-                                base_address=values["PYOCD_BASE_ADDRESS"], job=job,
-                                check=values["PYOCD_FLASH_CHECK"], say=_say)
+                                base_address=values["PYOCD_BASE_ADDRESS"], job=_job(env, target, values),
+                                check=values["PYOCD_FLASH_CHECK"], force=values["PYOCD_FORCE"], say=_say,
+                                explain=_explainer(target[0]))
     except FlashError as exc:
         raise _failed(exc, target[0]) from None
     with open(target[0].get_abspath(), "w") as f:
-        json.dump({"image": str(source[0]), "board": records.resolved_probe(values["PYOCD_PROBE"]),
-                   "result": line, "token": job.token}, f, indent=2)
+        json.dump({"image": str(source[0]), "probe": values["PYOCD_PROBE"], "result": line}, f, indent=2)
         f.write("\n")
     _result(env, "FLASHCOMSTR", line)
 
 
 def _flash_str(target, source, env):
-    if _dry_run():
-        return f"would flash {source[0]} onto {_where(resolve(env, cli=False))}"
-    return None
+    """Under ``scons -n``: what a real run would do, from the board record."""
+    if not _dry_run():
+        return None
+    from . import operations
+    values = resolve(env)
+    job = _job(env, target, values)
+    if values["PYOCD_FORCE"] or values["PYOCD_FLASH_CHECK"]:
+        how = "--force-flash" if values["PYOCD_FORCE"] else "--flash-check: the chip is compared first"
+        return f"would flash {source[0]} onto {_where(values)} ({how})"
+    image = source[0]
+    rebuilt = image.get_state() == SCons.Node.executed     # "built" by this dry run
+    if rebuilt and not image.always_build:
+        return f"would flash {image} onto {_where(values)} (it is rebuilt first)"
+    why = operations.why_flash(image.get_abspath(), values["PYOCD_PROBE"], values["PYOCD_BASE_ADDRESS"], job)
+    if why is None:
+        if rebuilt:     # an external build: whether it changes the image shows in a real run
+            return f"flash is up to date unless a real run changes {image} (see the line above)"
+        return operations.up_to_date_line(values["PYOCD_PROBE"], job)
+    return f"would flash {image} onto {_where(values)} (board record says: {why})"
 
 
 _flash_action.strfunction = _flash_str
-FLASH_ACTION = SCons.Action.Action(_flash_action, "$FLASHCOMSTR", varlist=opts.FLASH_VARLIST)
-_FLASH_BUILDER = SCons.Builder.Builder(action=FLASH_ACTION, single_source=False)
+FLASHCOM = SCons.Action.Action(_flash_action, "$FLASHCOMSTR", varlist=opts.FLASH_VARLIST)
 
 
-def _one_image(env, source, method: str):
-    nodes = env.arg2nodes(env.Flatten([source]), env.File)
-    if len(nodes) != 1:
-        raise SCons.Errors.UserError(
-            f"env.{method}() takes exactly one image (an ELF, .bin or .hex file), got {len(nodes)}: "
-            f"{', '.join(map(str, nodes)) or 'none'}. Call it once per image.")
-    return nodes[0]
+def _flash_suffix(env, sources) -> str:
+    return f"{sources[0].suffix if sources else ''}.{_probe_key(resolve(env))}.flashed"
 
 
-def _record_file(env, image, probe: str):
-    """``<image>.<probe>.flashed`` beside the image when it is in this tree, else in the
-    calling SConscript's directory (an image from a read-only folder outside the tree)."""
-    name = f"{image.name}.{records.board_key(probe) if probe else 'default'}.flashed"
-    folder = image.dir if image.is_under(env.Dir("#")) else env.Dir(".")
-    return folder.File(name)
+def _flash_emitter(target, source, env):
+    """One image; the record file beside it (or, for an image outside the tree, in the
+    calling SConscript's folder); never a default target, never cached."""
+    _one_image(source, "Flash")
+    values = resolve(env)
+    record = target[0]
+    if not record.is_under(env.Dir("#")):
+        record = env.Dir(".").File(record.name)
+    _guard(env, [record], values)
+    folder = record.dir
+    while folder is not None and folder.is_under(env.Dir("#")):
+        env.Ignore(folder, record)      # `scons`, `scons .`, `scons build` do not flash
+        folder = folder.up() if folder != env.Dir("#") else None
+    return [record], source
 
 
-def Flash(env, source, target=None, **overrides):
-    """Flash one image; return the record node, rebuilt (reflashed) only when needed.
-
-    ``source``: the image (ELF, .bin, .hex, or a node that builds one). ``target``: the
-    record file (default ``<image>.<probe>.flashed``). Keyword arguments override
-    construction variables for this call, e.g. ``PYOCD_PROBE='sim-a'``.
-    """
-    values = resolve(env, overrides)
-    image = _one_image(env, source, "Flash")
-    probe, board = _board(values)
-    record = env.File(target) if target is not None else _record_file(env, image, probe)
-    token = (records.token(board, record.get_abspath()) if board
-             else "board not known yet: PYOCD_PROBE is empty and no probe was used before")
-    nodes = _FLASH_BUILDER(env, record, [image, env.Value(token)], _PYOCD_BOARD=board, **values)
-    _guard(env, nodes, board, values["PYOCD_FORCE"] or values["PYOCD_FLASH_CHECK"])
-    return nodes
+FLASH_BUILDER = SCons.Builder.Builder(action=SCons.Action.Action("$FLASHCOM", "$FLASHCOMSTR"),
+                                      emitter=_flash_emitter, suffix=_flash_suffix)
 
 
 # -- Verify and Erase -------------------------------------------------------------------
 
+def _alias_emitter(kind: str):
+    """Verify and Erase targets are aliases that run an action: ``<image>.<probe>.verify``,
+    ``<image>.<probe>.erase``, or for an erase without an image ``pyocd-erase:<probe>``
+    (mass erase) / ``pyocd-erase:<probe>:<ranges>``, unless a target is given."""
+    def emitter(target, source, env):
+        values = resolve(env)
+        if kind == "Verify" or len(source) > 1:
+            _one_image(source, kind)
+        if target:
+            name = str(target[0])
+        else:
+            ranges = values["PYOCD_ERASE_RANGES"]
+            name = f"pyocd-erase:{_probe_key(values)}" + (
+                "" if ranges is None else ":" + ",".join(f"{lo:x}-{hi:x}" for lo, hi in ranges))
+        node = SCons.Node.Alias.default_ans.Alias(name)
+        node.convert()       # an alias that runs an action, as env.Alias(name, [], action) makes
+        _guard(env, [node], values)
+        return [node], source
+    return emitter
+
+
+def _image_suffix(kind: str):
+    def suffix(env, sources) -> str:
+        return f"{sources[0].suffix if sources else ''}.{_probe_key(resolve(env))}.{kind}"
+    return suffix
+
+
 def _verify_action(target, source, env):
     from . import operations
-    values = resolve(env, cli=False)
+    values = resolve(env)
     try:
         line = operations.verify(source[0].get_abspath(), _settings(values), probe=values["PYOCD_PROBE"],
-                                 base_address=values["PYOCD_BASE_ADDRESS"],
-                                 job=operations.Job(project=env.Dir("#").get_abspath()), say=_say)
+                                 base_address=values["PYOCD_BASE_ADDRESS"], job=_job(env, target, values),
+                                 say=_say)
     except FlashError as exc:
         raise _failed(exc, target[0]) from None
     _result(env, "VERIFYCOMSTR", line)
 
 
 def _verify_str(target, source, env):
-    return f"would verify {source[0]} on {_where(resolve(env, cli=False))}" if _dry_run() else None
+    return f"would verify {source[0]} on {_where(resolve(env))}" if _dry_run() else None
 
 
 _verify_action.strfunction = _verify_str
-VERIFY_ACTION = SCons.Action.Action(_verify_action, "$VERIFYCOMSTR")
-
-
-def Verify(env, source, target=None, **overrides):
-    """Compare the chip with an image (always runs when asked); fails at the first difference.
-
-    Returns an alias node (default name ``pyocd-verify:<image>:<probe>``).
-    """
-    values = resolve(env, overrides)
-    image = _one_image(env, source, "Verify")
-    probe, board = _board(values)
-    name = target or f"pyocd-verify:{image.path}:{probe or '(default)'}"
-    nodes = env.Override(values).Alias(name, [image], VERIFY_ACTION)
-    _guard(env, nodes, board, True)
-    return nodes
-
-
-_RANGE = re.compile(r"^\s*(\w+)\s*([-+])\s*(\w+)\s*$")
-
-
-def parse_ranges(spec) -> Optional[List[Tuple[int, int]]]:
-    """Erase ranges as given to ``env.Erase``: None (mass erase), ``(start, end)``, a list of
-    them, or strings ``"0x08000000-0x08000800"`` (end exclusive) / ``"0x08000000+0x800"``."""
-    if spec is None:
-        return None
-    items = [spec] if isinstance(spec, (str, tuple)) else list(spec)
-    out = []
-    for item in items:
-        if isinstance(item, str):
-            match = _RANGE.match(item)
-            try:
-                lo, op, hi = int(match.group(1), 0), match.group(2), int(match.group(3), 0)
-            except (AttributeError, ValueError):
-                raise SCons.Errors.UserError(
-                    f"erase range {item!r} is not START-END or START+LENGTH (e.g. '0x08000000+0x800')") from None
-            out.append((lo, lo + hi if op == "+" else hi))
-        elif isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, int) for x in item):
-            out.append(item)
-        else:
-            raise SCons.Errors.UserError(f"erase range {item!r} is not (start, end) or 'START+LENGTH'")
-    for lo, hi in out:
-        if not 0 <= lo < hi <= 1 << 32:
-            raise SCons.Errors.UserError(f"erase range 0x{lo:X}-0x{hi:X} is empty or not 32-bit; "
-                                         "the end is exclusive.")
-    return out
+VERIFYCOM = SCons.Action.Action(_verify_action, "$VERIFYCOMSTR")
+VERIFY_BUILDER = SCons.Builder.Builder(action=SCons.Action.Action("$VERIFYCOM", "$VERIFYCOMSTR"),
+                                       target_factory=SCons.Node.Alias.default_ans.Alias,
+                                       emitter=_alias_emitter("Verify"), suffix=_image_suffix("verify"))
 
 
 def _erase_action(target, source, env):
     from . import operations
-    values = resolve(env, cli=False)
+    values = resolve(env)
     try:
-        line = operations.erase(_settings(values), probe=values["PYOCD_PROBE"],
-                                ranges=env["_PYOCD_ERASE_RANGES"],
-                                job=operations.Job(project=env.Dir("#").get_abspath()), say=_say)
+        line = operations.erase(_settings(values), probe=values["PYOCD_PROBE"], ranges=values["PYOCD_ERASE_RANGES"],
+                                job=_job(env, target, values), say=_say,
+                                image_path=source[0].get_abspath() if source else None,
+                                base_address=values["PYOCD_BASE_ADDRESS"])
     except FlashError as exc:
         raise _failed(exc, target[0]) from None
     _result(env, "ERASECOMSTR", line)
@@ -304,58 +296,86 @@ def _erase_action(target, source, env):
 def _erase_str(target, source, env):
     if not _dry_run():
         return None
-    ranges = env["_PYOCD_ERASE_RANGES"]
-    what = "the whole chip" if ranges is None else ", ".join(f"0x{lo:08X}-0x{hi - 1:08X}" for lo, hi in ranges)
-    return f"would erase {what} on {_where(resolve(env, cli=False))}"
+    ranges = resolve(env)["PYOCD_ERASE_RANGES"]
+    if source:
+        what = f"the pages of {source[0]}"
+    elif ranges is None:
+        what = "the whole chip (mass erase)"
+    else:
+        what = "the pages of " + ", ".join(f"0x{lo:08X}-0x{hi - 1:08X}" for lo, hi in ranges)
+    return f"would erase {what} on {_where(resolve(env))}"
 
 
 _erase_action.strfunction = _erase_str
-ERASE_ACTION = SCons.Action.Action(_erase_action, "$ERASECOMSTR")
+ERASECOM = SCons.Action.Action(_erase_action, "$ERASECOMSTR")
+ERASE_BUILDER = SCons.Builder.Builder(action=SCons.Action.Action("$ERASECOM", "$ERASECOMSTR"),
+                                      target_factory=SCons.Node.Alias.default_ans.Alias,
+                                      emitter=_alias_emitter("Erase"),
+                                      suffix=_image_suffix("erase"))
 
 
-def Erase(env, ranges=None, target=None, **overrides):
-    """Erase the chip (mass erase), or the sectors overlapping ``ranges`` (see
-    :func:`parse_ranges`). Always runs when asked; returns an alias node."""
+# -- the aliases, in command-line order ------------------------------------------------
+
+#: Board (resolved probe id) -> the mass-erase node of this build (one per board).
+_MASS_ERASE: Dict[str, Any] = {}
+#: Board -> [(position on the command line, node)] of the tool's nodes asked for there.
+_ASKED: Dict[str, List[Tuple[int, Any]]] = {}
+
+
+def _position(names: Sequence[str]) -> Optional[int]:
+    asked = list(SCons.Script.COMMAND_LINE_TARGETS)
+    found = [asked.index(name) for name in names if name in asked]
+    return min(found) if found else None
+
+
+def _in_command_line_order(env, board: str, node, names: Sequence[str]) -> None:
+    """When the command line names this node's alias and others of the same board, run them
+    in the order it names them (``Requires``: an order, not a rebuild reason)."""
+    position = _position(names)
+    if position is None:
+        return
+    for other_position, other in _ASKED.setdefault(board, []):
+        if other is node:
+            return
+        if other_position < position:
+            env.Requires(node, other)
+        elif other_position > position:
+            env.Requires(other, node)
+    _ASKED[board].append((position, node))
+
+
+def FlashAliases(env, image, flash="flash", erase="erase", verify="verify", board_erase="erase",
+                 **overrides):
+    """``scons flash`` (build the image if needed, then flash it unless the board holds it),
+    ``scons verify`` (compare the chip with it) and the erase aliases. Returns the
+    (flash, erase, verify) alias nodes.
+
+    ``board_erase`` names the board's mass erase (one node per board per build, shared by
+    every call; None: none). ``erase`` names this image's erase: the board's mass erase
+    when it is the same name (the default), otherwise an erase of the pages this image
+    occupies only. The command line's order is kept: ``scons erase flash`` erases, then
+    flashes; ``scons flash verify`` flashes, then verifies.
+    """
     values = resolve(env, overrides)
-    parsed = parse_ranges(ranges)
-    probe, board = _board(values)
-    name = target or (f"pyocd-erase:{probe or '(default)'}" +
-                      ("" if parsed is None else ":" + ",".join(f"{lo:x}-{hi:x}" for lo, hi in parsed)))
-    nodes = env.Override(dict(values, _PYOCD_ERASE_RANGES=parsed)).Alias(name, [], ERASE_ACTION)
-    _guard(env, nodes, board, True)
-    return nodes
-
-
-# -- "flash is up to date" and the aliases ---------------------------------------------
-
-def _report_str(target, source, env):
-    record = source[0]
-    if record.get_state() == SCons.Node.executed:
-        return None    # it flashed (or, under -n, would): that line was printed already
-    image = record.sources[0] if record.sources else None
-    if _dry_run() and image is not None and image.always_build:
-        return f"flash is up to date unless a real run changes {image} (see the line above)"
-    board = record.get_build_env().get("_PYOCD_BOARD", "")
-    if not board:
-        return "flash is up to date"
-    return f"flash is up to date ({records.BoardRecord(board).describe(record.get_abspath())})"
-
-
-def _report_action(target, source, env):
-    return None
-
-
-REPORT_ACTION = SCons.Action.Action(_report_action, strfunction=_report_str)
-
-
-def FlashAliases(env, image, flash="flash", erase="erase", verify="verify", **overrides):
-    """``scons flash`` (build the image if needed, then flash it if it changed), ``scons
-    erase`` (mass erase) and ``scons verify``. Returns the three alias nodes."""
-    record = Flash(env, image, **overrides)
-    report = env.Alias(f"pyocd-report:{record[0].path}", record, REPORT_ACTION)
-    env.AlwaysBuild(report)
-    return (env.Alias(flash, report), env.Alias(erase, Erase(env, **overrides)),
-            env.Alias(verify, Verify(env, image, **overrides)))
+    board = records.resolved_probe(values["PYOCD_PROBE"]) or "(default)"
+    record = env.Flash(image, **overrides)
+    _in_command_line_order(env, board, record[0], [flash, str(record[0])])
+    checked = env.Verify(image, **overrides)
+    _in_command_line_order(env, board, checked[0], [verify, str(checked[0])])
+    erase_nodes = []
+    if board_erase:
+        if board not in _MASS_ERASE:
+            _MASS_ERASE[board] = env.Erase(**overrides)[0]
+        mass = _MASS_ERASE[board]
+        env.Alias(board_erase, mass)
+        _in_command_line_order(env, board, mass, [board_erase, str(mass)])
+        if erase == board_erase:
+            erase_nodes = [mass]
+    if not erase_nodes and erase:
+        erase_nodes = env.Erase(source=image, **overrides)
+        _in_command_line_order(env, board, erase_nodes[0], [erase, str(erase_nodes[0])])
+    return (env.Alias(flash, record), env.Alias(erase, erase_nodes) if erase else None,
+            env.Alias(verify, checked))
 
 
 # -- conversions ------------------------------------------------------------------------
@@ -366,13 +386,16 @@ def _convert_action(target, source, env):
     src = source[0].get_abspath()
     base = values["PYOCD_BASE_ADDRESS"]
     try:
-        from .operations import default_base_address, is_raw_binary
-        if base is None and is_raw_binary(src):
+        from .operations import default_base_address, is_raw_binary, memory_ranges
+        default_base = base is None and is_raw_binary(src)
+        if default_base:
             base = default_base_address(values["PYOCD_TARGET"])
             if base is None:
                 raise FlashError(f"{source[0]}: a raw binary has no addresses; set PYOCD_BASE_ADDRESS "
                                  "(e.g. 0x08000000) or PYOCD_TARGET (its flash start is used).")
-        images.convert(src, target[0].get_abspath(), base, values["PYOCD_FILL"])
+        flash, ram = (memory_ranges(values["PYOCD_TARGET"]) if default_base or is_raw_binary(str(target[0]))
+                      else ([], []))
+        images.convert(src, target[0].get_abspath(), base, values["PYOCD_FILL"], flash, ram, default_base)
     except FlashError as exc:
         raise _failed(exc, target[0]) from None
 
@@ -529,15 +552,22 @@ def ExternalBuild(env, target, command, chdir=None, source=None, ENV=None):
 
 # -- the tool ---------------------------------------------------------------------------
 
+BUILDERS = {"Flash": FLASH_BUILDER, "Erase": ERASE_BUILDER, "Verify": VERIFY_BUILDER}
+
+
 def generate(env) -> None:
     """Install the builders, methods and default construction variables."""
     add_command_line_options()
     for option in opts.OPTIONS:
         default = option.default
         env.SetDefault(**{option.name: dict(default) if isinstance(default, dict) else default})
+    env.SetDefault(FLASHCOM=FLASHCOM, ERASECOM=ERASECOM, VERIFYCOM=VERIFYCOM)
+    for name, builder in BUILDERS.items():
+        if name not in env["BUILDERS"]:     # a project's own builder of that name wins
+            env["BUILDERS"][name] = builder
     for name, builder in CONVERTERS.items():
         env.AddMethod(_converter(name, builder), name)
-    for method in (Flash, Erase, Verify, FlashAliases, ExternalBuild):
+    for method in (FlashAliases, ExternalBuild):
         env.AddMethod(method)
 
 

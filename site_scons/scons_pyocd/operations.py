@@ -1,44 +1,45 @@
 """Flash, erase, verify and check, each in the order that keeps the board records honest.
 
-Every operation: find the probe, take its lock (across processes), connect,
-check the chip is the configured target, then — only for writes — invalidate
-the board record for what is about to change, write, verify, and record a
-success. A failure anywhere after the invalidation (an error, Ctrl-C, the
-process killed) leaves the record invalid, so the next ``scons flash``
-programs again.
+Every operation: decide from the board record whether anything must be done (a
+flash only; no probe, no pyOCD), find the probe, take its lock (across
+processes), decide again under it, connect, check the chip is the configured
+target and note its unique id, then — only for writes — invalidate the board
+record for what is about to change, write, verify, and record what the chip now
+holds. A failure anywhere after the invalidation (an error, Ctrl-C, the process
+killed) leaves the record invalid, so the next ``scons flash`` programs again.
 
 No SCons here (the builders call these functions) and no direct pyOCD (that
 is :mod:`.session`). Each function returns the line to print.
 """
 
-import hashlib
-import os
+import binascii
 import json
+import os
 import time
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import records
 from .errors import FlashError
-from .images import EXTENSIONS, Image, check_fits, load_image
+from .images import EXTENSIONS, Image, check_fits, check_vector_table, load_image
 from .session import Connection, Settings, find_probe, fit_regions
 
 Say = Callable[[str], None]
+Range = Tuple[int, int]
 
 
 @dataclass
 class Job:
     """Who asks, for the board record: ``owner`` is the build-tree file standing for the
-    flash (its absolute path), ``token`` what SCons compared for it this build,
-    ``project`` the SConstruct's directory, ``options`` the effective flashing options."""
+    flash (its absolute path), ``project`` the SConstruct's directory, ``options`` the
+    effective flashing options that decide a reflash (target included)."""
     owner: str = ""
-    token: str = ""
     project: str = ""
-    options: Optional[dict] = None
+    options: Dict[str, Any] = field(default_factory=dict)
 
-    def options_digest(self) -> str:
-        text = json.dumps(self.options or {}, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+    def recorded_options(self) -> Dict[str, Any]:
+        """``options`` as the board record stores them (JSON values)."""
+        return json.loads(json.dumps(self.options, sort_keys=True, default=str))
 
 
 def _memory_map(target: str):
@@ -56,6 +57,26 @@ def default_base_address(target: str) -> Optional[int]:
     memory_map = _memory_map(target)
     boot = memory_map.get_boot_memory() if memory_map is not None else None
     return boot.start if boot is not None else None
+
+
+def memory_ranges(target: str, memory_map=None):
+    """``(flash, ram)`` of ``memory_map``, else of the pyOCD target class (without connecting),
+    as :func:`images.check_vector_table` takes them; empty lists when the target is unknown."""
+    memory_map = memory_map if memory_map is not None else _memory_map(target)
+    if memory_map is None:
+        return [], []
+    from pyocd.core.memory_map import MemoryType
+    return ([(r.start, r.end + 1, r.sector_size or r.blocksize or 1)
+             for r in memory_map.iter_matching_regions(type=MemoryType.FLASH)],
+            [(r.start, r.end + 1) for r in memory_map.iter_matching_regions(type=MemoryType.RAM)])
+
+
+def load_at_flash_start(path: str, start: int, target: str, memory_map=None) -> Image:
+    """A raw binary given no base address, at the flash start ``start``, unless its vector
+    table says it was linked elsewhere (:func:`images.check_vector_table`)."""
+    image = load_image(path, start)
+    check_vector_table(image, *memory_ranges(target, memory_map))
+    return image
 
 
 def check_target_definition(target: str) -> None:
@@ -112,7 +133,9 @@ def _load(path: str, base_address: Optional[int], target: str) -> Optional[Image
         base_address = default_base_address(target)
         if base_address is None:
             return None
-    image = load_image(path, base_address)
+        image = load_at_flash_start(path, base_address, target)
+    else:
+        image = load_image(path, base_address)
     _check_fits_offline(image, target)
     return image
 
@@ -125,43 +148,97 @@ def _now() -> str:
     return time.strftime("%H:%M:%S")
 
 
+def _image_digest(path: str, base_address: Optional[int], target: str) -> Callable[[], str]:
+    """A function giving the content digest of the image file (parsed only when called)."""
+    def digest() -> str:
+        try:
+            image = _load(path, base_address, target)
+        except FlashError:
+            return "unreadable"
+        return image.sha256() if image is not None else "raw binary at an unknown address"
+    return digest
+
+
+def why_flash(path: str, probe: str, base_address: Optional[int], job: Job) -> Optional[str]:
+    """None when the board record says the board behind ``probe`` holds ``job.owner``'s image
+    with these options; otherwise why a flash is needed. Reads the record and the image
+    file only: no probe, no pyOCD (a no-op ``scons flash`` costs this)."""
+    board = records.resolved_probe(probe)
+    if not board:
+        return "no probe has been used yet (PYOCD_PROBE is empty)"
+    record = records.BoardRecord(board)
+    return record.up_to_date(job.owner, path, job.recorded_options(),
+                             _image_digest(path, base_address, job.options.get("PYOCD_TARGET", "")))
+
+
+def up_to_date_line(probe: str, job: Job) -> str:
+    return f"flash is up to date ({records.BoardRecord(records.resolved_probe(probe)).describe(job.owner)})"
+
+
+def _facts(image: Image, path: str, connection: Connection, probe_id: str, job: Job) -> Dict[str, Any]:
+    return dict(image=image.source, file_sha256=records.file_digest(path), image_sha256=image.sha256(),
+                target=connection.target_name, options=job.recorded_options(), probe=probe_id,
+                project=job.project)
+
+
 def flash(path: str, settings: Settings, probe: str = "", base_address: Optional[int] = None,
-          job: Job = Job(), check: bool = False, say: Say = print) -> str:
-    """Program the image file ``path``; with ``check``, first compare the chip and program only
-    if it differs. Returns the line to print."""
+          job: Job = Job(), check: bool = False, force: bool = False, say: Say = print,
+          explain: Optional[Say] = None) -> str:
+    """Make the board hold the image file ``path``: nothing when the board record says it does
+    (unless ``check``: compare the chip, or ``force``: flash anyway), else program the pages
+    that differ. ``explain`` is told why, when the board is connected. Returns the line to
+    print."""
+    why = "--force-flash" if force else "--flash-check" if check else why_flash(path, probe, base_address, job)
+    if why is None:
+        return up_to_date_line(probe, job)
+    if explain is not None:
+        explain(why)
     check_target_definition(settings.target)
     image = _load(path, base_address, settings.target)
     found = find_probe(probe)
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
         record = records.BoardRecord(probe_id)
-        with Connection.open(settings, found) as board:
+        if not (check or force) and record.up_to_date(
+                job.owner, path, job.recorded_options(),
+                _image_digest(path, base_address, settings.target)) is None:
+            # another build flashed it while this one waited for the probe
+            records.remember_resolved_probe(probe, probe_id)
+            return f"flash is up to date ({record.describe(job.owner)})"
+        with Connection.open(settings, found) as connection:
+            connection.check_identity()
             if image is None:
-                image = load_image(path, board.flash_start())
-            facts = dict(image=image.source, image_sha256=image.sha256(), target=board.target_name,
-                         probe=probe_id, options=job.options_digest(), project=job.project)
+                image = load_at_flash_start(path, connection.flash_start(), settings.target,
+                                            connection.target.memory_map)
+            record.see_chip(connection.chip_unique_id(), connection.target_name)
+            facts = _facts(image, path, connection, probe_id, job)
             if check:
-                board.check_identity()
-                board.check_fits(image)
-                if board.compare(image, "crc") is None:
-                    record.claim(job.owner, job.token, board.sectors(image), **facts)
+                connection.check_fits(image)
+                survey = connection.survey(image)
+                record.learn(survey.page_crcs, {}, f"compared with {image.source}", skip_owner=job.owner)
+                if not survey.differing:
+                    record.claim(job.owner, records.page_claims(image, survey.page_crcs,
+                                                                connection.page_size_at), **facts)
                     records.remember_resolved_probe(probe, probe_id)
                     return (f"flash is up to date (checked on the chip: image {image.sha256()[:12]}, "
                             f"board {probe_id})")
-            started = f"flash of {image.source} from {job.project or '?'} started {_now()}, not completed"
-            written = []
+            started = f"flash of {image.source} from {job.project or '?'} started, not completed"
+            events: List[Tuple[str, Optional[List[Range]]]] = []
 
             def before_write(ranges):
-                record.invalidate(ranges, started)
-                written.append(ranges)
+                events.append((record.invalidate(ranges, started), ranges))
 
             try:
-                result = board.flash(image, before_write)
+                result = connection.flash(image, before_write)
             except FlashError as exc:
-                if written:     # say why in the record (and in --debug=explain)
-                    record.invalidate(written[0], f"flash of {image.source} failed: {_first_sentence(exc)}")
+                if events:     # say why in the record
+                    record.invalidate(events[0][1], f"flash of {image.source} failed: {_first_sentence(exc)}")
                 raise
-            record.claim(job.owner, job.token, result.ranges, **facts)
+            event, touched = events[0] if events else (None, [])
+            record.learn(result.page_crcs, result.written, f"flash of {image.source}", event=event,
+                         touched=touched, skip_owner=job.owner)
+            record.claim(job.owner, records.page_claims(image, result.page_crcs, connection.page_size_at),
+                         **facts)
     records.remember_resolved_probe(probe, probe_id)
     return result.summary()
 
@@ -174,30 +251,76 @@ def verify(path: str, settings: Settings, probe: str = "", base_address: Optiona
     probe_id = found.unique_id
     mode = settings.verify if settings.verify != "none" else "crc"
     with records.probe_lock(probe_id, on_wait=say):
-        with Connection.open(settings, found) as board:
+        record = records.BoardRecord(probe_id)
+        with Connection.open(settings, found) as connection:
+            connection.check_identity()
             if image is None:
-                image = load_image(path, board.flash_start())
-            board.check_identity()
-            board.check_fits(image)
+                image = load_at_flash_start(path, connection.flash_start(), settings.target,
+                                            connection.target.memory_map)
+            record.see_chip(connection.chip_unique_id(), connection.target_name)
+            connection.check_fits(image)
             try:
-                board.verify(image, mode)
+                survey = connection.verify(image, mode)
             except FlashError as exc:
-                records.BoardRecord(probe_id).invalidate(
-                    board.sectors(image), f"verify of {image.source} failed: {_first_sentence(exc)}")
+                record.invalidate(connection.pages(image), f"verify of {image.source} failed: {_first_sentence(exc)}")
                 raise
-            target = board.target_name
+            record.learn(survey.page_crcs, {}, f"verify of {image.source}")
+            target = connection.target_name
+    records.remember_resolved_probe(probe, probe_id)
     return f"verify {target} via {probe_id}: {image.source} matches ({mode})"
 
 
-def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Tuple[int, int]]] = None,
-          job: Job = Job(), say: Say = print) -> str:
-    """Mass erase (``ranges`` None) or erase the sectors overlapping ``ranges``."""
+def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Range]] = None,
+          job: Job = Job(), say: Say = print, image_path: Optional[str] = None,
+          base_address: Optional[int] = None) -> str:
+    """Mass erase (``ranges`` and ``image_path`` None); or erase the pages overlapping
+    ``ranges``; or erase the bytes of the image file ``image_path``: its pages are erased
+    and the bytes beside it in pages it shares with other data are written back (it is
+    flashed as all 0xFF), so nothing the user did not ask to erase is lost."""
     check_target_definition(settings.target)
+    image = _load(image_path, base_address, settings.target) if image_path else None
     found = find_probe(probe)
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
         record = records.BoardRecord(probe_id)
-        with Connection.open(settings, found) as board:
-            what = "mass erase" if ranges is None else "sector erase"
-            return board.erase(ranges, lambda r: record.invalidate(
-                r, f"{what} by scons erase from {job.project or '?'} at {_now()}"))
+        with Connection.open(settings, found) as connection:
+            connection.check_identity()
+            record.see_chip(connection.chip_unique_id(), connection.target_name)
+            what = "mass erase" if ranges is None and not image_path else "page erase"
+            reason = f"{what} by scons erase from {job.project or '?'}"
+            events: List[Tuple[str, Optional[List[Range]]]] = []
+
+            def before_write(spans):
+                events.append((record.invalidate(spans, reason), spans))
+
+            if image_path:
+                if image is None:
+                    image = load_at_flash_start(image_path, connection.flash_start(), settings.target,
+                                                connection.target.memory_map)
+                connection.check_fits(image)
+                blank = Image([(lo, b"\xff" * (hi - lo)) for lo, hi in image.ranges()], image.source, image.fmt)
+                result = connection.flash(blank, before_write)
+                record.learn(result.page_crcs, result.written, reason, event=events[0][0] if events else None,
+                             touched=events[0][1] if events else [])
+                pages = len(connection.pages(image))
+                line = (f"erase {connection.target_name} via {probe_id}: {image.source} "
+                        f"({pages} page{'s' if pages != 1 else ''}; other data in them kept)")
+            else:
+                line = connection.erase(ranges, before_write)
+                if events and events[0][1] is not None:
+                    erased = {lo: b"\xff" * (hi - lo) for lo, hi in _split_pages(connection, events[0][1])}
+                    record.learn({lo: binascii.crc32(data) & 0xFFFFFFFF for lo, data in erased.items()}, erased,
+                                 reason, event=events[0][0], touched=events[0][1])
+    records.remember_resolved_probe(probe, probe_id)
+    return line
+
+
+def _split_pages(connection: Connection, spans: Sequence[Range]) -> List[Range]:
+    """``spans`` (page-aligned) cut into single pages."""
+    pages = []
+    for lo, hi in spans:
+        while lo < hi:
+            size = connection.page_size_at(lo)
+            pages.append((lo, lo + size))
+            lo += size
+    return pages

@@ -94,6 +94,36 @@ def parse_str(name: str, value: Any) -> str:
     return value.strip()
 
 
+_RANGE = re.compile(r"^\s*(\w+)\s*([-+])\s*(\w+)\s*$")
+
+
+def parse_ranges(name: str, value: Any) -> Optional[List[Tuple[int, int]]]:
+    """Address ranges: None/empty (none given), ``(start, end)``, a list of them, or strings
+    ``"0x08000000-0x08000800"`` (end exclusive) / ``"0x08000000+0x800"``."""
+    if value is None or value == "" or value == []:
+        return None
+    items = [value] if isinstance(value, (str, tuple)) else list(value) if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            match = _RANGE.match(item)
+            try:
+                lo, op, hi = int(match.group(1), 0), match.group(2), int(match.group(3), 0)
+            except (AttributeError, ValueError):
+                raise FlashError(f"{name}: {item!r} is not START-END or START+LENGTH "
+                                 "(e.g. '0x08000000+0x800').") from None
+            out.append((lo, lo + hi if op == "+" else hi))
+        elif (isinstance(item, tuple) and len(item) == 2
+              and all(isinstance(x, int) and not isinstance(x, bool) for x in item)):
+            out.append(item)
+        else:
+            raise FlashError(f"{name}: {item!r} is not (start, end) or 'START+LENGTH'.")
+    for lo, hi in out:
+        if not 0 <= lo < hi <= 1 << 32:
+            raise FlashError(f"{name}: 0x{lo:X}-0x{hi:X} is empty or not 32-bit; the end is exclusive.")
+    return out
+
+
 class Option(NamedTuple):
     """One construction variable.
 
@@ -177,6 +207,10 @@ OPTIONS: Tuple[Option, ...] = (
            "board is up to date.", parse_bool, flag="--force-flash", switch=True),
     Option("PYOCD_DEBUG", False, "Show pyOCD's own log (debug level) on stderr.", parse_bool,
            flag="--pyocd-debug", switch=True),
+    Option("PYOCD_ERASE_RANGES", "", "What env.Erase() erases: the pages overlapping these ranges, "
+           "e.g. '0x08000000+0x800' or [(0x08000000, 0x08000800)] (end exclusive). Empty: the whole "
+           "chip (mass erase), or with an image as source, the pages the image occupies.",
+           parse_ranges),
     Option("PYOCD_FILL", 0xFF, "Byte that fills gaps when an image is converted to a raw binary.",
            parse_byte, in_varlist=False),
     Option("FLASHCOMSTR", "", "Line shown when a flash starts. Empty: one line with the result "

@@ -494,6 +494,10 @@ class Connection:
         geometry = self.geometry()
         return merge((page, page + region.page_size) for region, page in geometry.touched(image.ranges()))
 
+    def pages(self, image: Image) -> List[Range]:
+        """Every flash page the image touches, as ``(start, end)``, in address order."""
+        return [(page, page + region.page_size) for region, page in self.geometry().touched(image.ranges())]
+
     def page_size_at(self, address: int) -> int:
         region = self.geometry().region_at(address)
         if region is None:
