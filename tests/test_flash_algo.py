@@ -256,7 +256,7 @@ def test_a_failed_command_is_named():
 def connection():
     from scons_pyocd.session import Connection, Settings, find_probe
     from scons_pyocd.sim.board import BoardState
-    board = BoardState("sim-algo")
+    board = BoardState.create("sim-algo", exist_ok=True)
     board.restore_factory()
     board.write_flash(FLASH, rand(3 * PAGE, 7))
     with Connection.open(Settings(target="stm32f100rb", frequency=4_000_000), find_probe("sim-algo")) as conn:
@@ -347,7 +347,7 @@ def test_pyocds_own_flash_loader_uses_the_cmsis_entries():
     from scons_pyocd.sim.board import BoardState
     sim.register()
     targets.register()
-    board = BoardState("sim-loader")
+    board = BoardState.create("sim-loader", exist_ok=True)
     board.restore_factory()
     data = rand(5 * PAGE + 3, 9)
     board.write_flash(FLASH + PAGE, rand(PAGE, 10))
@@ -366,7 +366,7 @@ def test_after_a_flash_the_clocks_are_as_before_and_the_flash_controller_locked(
     """Without a reset the algorithm's last call puts them back; a system reset does it otherwise."""
     from scons_pyocd.session import Connection, Settings, find_probe
     from scons_pyocd.sim.board import BoardState
-    board = BoardState("sim-clocks")
+    board = BoardState.create("sim-clocks", exist_ok=True)
     board.restore_factory()
     data = rand(5 * PAGE, 12)
     with Connection.open(Settings(target="stm32f100rb", frequency=4_000_000, reset=reset),
