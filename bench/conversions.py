@@ -11,9 +11,10 @@ the same job, file to file:
 
 The ELF is written here with ``struct`` (no toolchain needed): ARM, executable, a
 ``.text`` segment and a ``.data`` segment stored after it in flash but run from RAM,
-plus a ``.bss`` segment with no file data, so both readers must take ``p_paddr`` and
-skip empty segments. Its bytes at their load addresses are the raw binary's, so all
-ELF -> hex outputs must equal the bin -> hex ones.
+plus a ``.bss`` segment with no file data, and section headers for the three as a
+linker writes them: ours reads the sections at their load addresses (objcopy's rule),
+the peer the segments' ``p_paddr``; both must skip ``.bss``. Its bytes at their load
+addresses are the raw binary's, so all ELF -> hex outputs must equal the bin -> hex ones.
 
 Outputs of ours and intelhex are compared byte for byte before anything is timed.
 Times are medians of N runs, ours and intelhex alternating. Peak memory (2 MiB
@@ -57,27 +58,38 @@ def arm_elf(data: bytes, data_size: int = DATA_SIZE) -> bytes:
 
     Program headers: ``.text`` (all but the last ``data_size`` bytes) at 0x08000000;
     ``.data`` run at 0x20000000 but loaded right after ``.text``; ``.bss`` in RAM with
-    no file data. No section headers (loaders read program headers only).
+    no file data. Section headers for the three and ``.shstrtab``, as a linker writes
+    them (scons_pyocd reads the sections; an ELF without them is read by its segments).
     """
     text, rw = data[:-data_size], data[-data_size:]
     align = 0x1000
     phnum = 3
     text_off = align
     data_off = -(-(text_off + len(text)) // align) * align
+    names = b"\0.text\0.data\0.bss\0.shstrtab\0"
+    names_off = data_off + len(rw)
+    shoff = -(-(names_off + len(names)) // 4) * 4
     ehdr = struct.pack("<4sBBBBB7sHHIIIIIHHHHHH",
                        b"\x7fELF", 1, 1, 1, 0, 0, bytes(7),       # ELFCLASS32, little-endian, v1
                        2, 40, 1,                                   # ET_EXEC, EM_ARM, EV_CURRENT
-                       BASE | 1, 52, 0, 0x05000200,                # entry (Thumb), phoff, shoff, EABI5
-                       52, 32, phnum, 40, 0, 0)
+                       BASE | 1, 52, shoff, 0x05000200,            # entry (Thumb), phoff, shoff, EABI5
+                       52, 32, phnum, 40, 5, 4)                    # ..., 5 sections, .shstrtab is 4
     phdrs = b"".join(struct.pack("<8I", *ph) for ph in (
         # p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_flags, p_align
         (1, text_off, BASE, BASE, len(text), len(text), 5, align),                       # R X
         (1, data_off, RAM, BASE + len(text), len(rw), len(rw), 6, align),                # R W
         (1, data_off + len(rw), RAM + len(rw), RAM + len(rw), 0, 0x400, 6, align),       # .bss
     ))
+    shdrs = bytes(40) + b"".join(struct.pack("<10I", *sh) for sh in (
+        # sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, sh_info, sh_addralign, sh_entsize
+        (1, 1, 6, BASE, text_off, len(text), 0, 0, 4, 0),                  # .text: PROGBITS, AX
+        (7, 1, 3, RAM, data_off, len(rw), 0, 0, 4, 0),                     # .data: PROGBITS, WA
+        (13, 8, 3, RAM + len(rw), data_off + len(rw), 0x400, 0, 0, 4, 0),  # .bss: NOBITS, WA
+        (18, 3, 0, 0, names_off, len(names), 0, 0, 1, 0),                  # .shstrtab: STRTAB
+    ))
     head = ehdr + phdrs
-    return (head + bytes(text_off - len(head)) + text
-            + bytes(data_off - text_off - len(text)) + rw)
+    return (head + bytes(text_off - len(head)) + text + bytes(data_off - text_off - len(text)) + rw
+            + names + bytes(shoff - names_off - len(names)) + shdrs)
 
 
 # --- the two implementations, file to file ----------------------------------------------

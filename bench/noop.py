@@ -2,7 +2,7 @@
 
 On one simulated board holding the 78,128-byte image (flashed by ``scons flash``):
 
-- ``scons flash`` of the unchanged tree (``Environment(tools=['pyocd'])``; the tool's no-op: it
+- ``scons flash`` of the unchanged tree (``Environment(tools=['pyocd_tool'])``; the tool's no-op: it
   reads the board record, neither imports pyOCD nor opens the probe);
 - plain ``scons`` of the same tree without the tool, twice: with the same tool list minus the
   tool (``tools=[]``), and with ``Environment()``'s default tools (the build's own no-op);

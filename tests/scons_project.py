@@ -8,6 +8,7 @@ checkout's ``site_scons/site_tools`` (``toolpath``), or from a copy of
 
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import textwrap
 from pathlib import Path
 from typing import Optional
 
-from scons_pyocd import images
+from scons_pyocd import images, progress
 from scons_pyocd.records import BoardRecord
 from scons_pyocd.sim.board import BoardState, FLASH_BASE
 
@@ -42,9 +43,28 @@ if os.environ.get('CHECK_PYOCD_IMPORT'):
 """
 
 
+#: A progress line of a log (not a terminal): ``flash fw.hex: programming 40% (8 of 20), 2.1 s``.
+PROGRESS_LINE = re.compile(r"^(?:flash|verify|erase)\b[^\n]*?: (?:%s)\b[^\n]*\n"
+                           % "|".join(re.escape(p) for p in progress.PHASES), re.M)
+
+
+def without_progress(text: str) -> str:
+    """``text`` (a captured stderr) without the progress lines: what remains are the messages."""
+    return PROGRESS_LINE.sub("", text)
+
+
 def scons_command():
     beside = Path(sys.executable).with_name("scons")
     return [str(beside)] if beside.exists() else [sys.executable, "-m", "SCons"]
+
+
+def units(data: bytes, pages=None, page: int = PAGE) -> int:
+    """Half-words of ``data`` (from a page start) a flash programs onto erased pages: those that
+    are not 0xFFFF (programming one changes nothing, so the flash algorithm skips it); only in
+    ``pages`` (page numbers) when given."""
+    data = bytes(data) + b"\xff" * (-len(data) % page)
+    chosen = range(len(data) // page) if pages is None else pages
+    return sum(data[i:i + 2] != b"\xff\xff" for p in chosen for i in range(p * page, (p + 1) * page, 2))
 
 
 def random_image(size: int, seed: int = 1) -> bytes:
@@ -60,11 +80,14 @@ def write_image(path: Path, data: bytes, base: int = FLASH_BASE) -> None:
 
 
 class Project:
-    def __init__(self, directory: Path, board: str, copy_site_scons: bool = False):
+    """A project folder flashing simulated board ``board``, which it creates unless it exists
+    (``create_board=False``: it does not, and ``board`` stays None until it does)."""
+
+    def __init__(self, directory: Path, board: str, copy_site_scons: bool = False, create_board: bool = True):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.board_id = board
-        self.board = BoardState(board)
+        self.board = BoardState.create(board, exist_ok=True) if create_board else None
         self.copy_site_scons = copy_site_scons
         if copy_site_scons:
             shutil.copytree(SITE_SCONS, self.dir / "site_scons", ignore=shutil.ignore_patterns("__pycache__"))

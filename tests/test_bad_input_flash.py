@@ -9,11 +9,12 @@ all in a folder whose name has a space and non-ASCII characters.
 """
 
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
 
-from scons_project import PAGE, Project, random_image, write_image
+from scons_project import PAGE, Project, random_image, without_progress, write_image
 from scons_pyocd.sim.board import FLASH_BASE
 from test_images import EM_X86_64, PT_LOAD, make_elf
 
@@ -58,8 +59,21 @@ MESSAGES = {
                           f"corrupt. {HEX_TODO}",
     "unknown_record_type.hex": f", line 3: unknown record type 0x06 (Intel HEX defines 00-05). {HEX_TODO}",
     # Made here:
-    "no load.elf": ": has no loadable data (no PT_LOAD program header with file contents). Rebuild "
+    "no load.elf": ": has no loadable data (no allocated section with file contents). Rebuild "
                    "the firmware, and flash the linked ELF (for NuttX, the file named 'nuttx').",
+    "no load, no sections.elf": ": has no loadable data (no PT_LOAD program header with file contents). "
+                                "Rebuild the firmware, and flash the linked ELF (for NuttX, the file named "
+                                "'nuttx').",
+    # No base address given: the flash start, but its vector table says 0x08000800.
+    "linked after a bootloader.bin": ": its vector table (initial SP 0x20002000, reset vector 0x08000895) "
+                                     "says it was linked to run elsewhere: the reset handler is outside the "
+                                     "pages 0x08000000-0x080007FF it would occupy at 0x08000000, the flash "
+                                     "start, where a raw binary goes when no base address is given. There it "
+                                     "would not start, and it would overwrite what those pages hold. It was "
+                                     "probably linked at 0x08000800 (the start of the flash page holding its "
+                                     "lowest exception handler, 0x08000890): set PYOCD_BASE_ADDRESS (or "
+                                     "--base-address) to its link address, or flash the ELF or .hex, which "
+                                     "carry their addresses.",
     "x86-64.elf": ": is an ELF file for EM_X86_64, not ARM (EM_ARM). Build it with an ARM toolchain "
                   "(arm-none-eabi-gcc), and flash the firmware, not a host program.",
     "too big.hex": f": the image holds 132,096 bytes, 1,024 more than the 131,072 bytes of {F100}. "
@@ -70,12 +84,23 @@ MESSAGES = {
                    "file is for this chip.",
 }
 
+#: file -> the warning printed (by Python's logging) before the error.
+WARNINGS = {
+    "no load, no sections.elf": ": has no section table, so its PT_LOAD program headers are taken whole "
+                                "(objcopy refuses such a file): they may hold the ELF header and alignment "
+                                "padding in front of the firmware. Flash the ELF as the linker wrote it, or "
+                                "a .hex made from it.",
+}
+
 
 def _make(folder: Path) -> None:
     for path in CORPUS.iterdir():
         if path.name not in ("README.md", "good.hex"):
             shutil.copy(path, folder / path.name)
     (folder / "no load.elf").write_bytes(make_elf([]))
+    (folder / "no load, no sections.elf").write_bytes(make_elf([], sections=False))
+    vectors = struct.pack("<4I", 0x20002000, 0x08000895, 0x08000891, 0x08000891)
+    (folder / "linked after a bootloader.bin").write_bytes(vectors + random_image(0x5C8 - len(vectors)))
     (folder / "x86-64.elf").write_bytes(
         make_elf([(PT_LOAD, 0x400000, 0x400000, b"\x90" * 16, 16)], machine=EM_X86_64, elf64=True))
     write_image(folder / "too big.hex", random_image(129 * PAGE), FLASH_BASE)
@@ -126,7 +151,8 @@ def rejected(project, name):
 def test_a_bad_image_is_refused_with_its_message_and_nothing_touched(project, name):
     stderr = rejected(project, name)
     path = project.dir / FOLDER / name
-    expected = f"scons: *** [{FOLDER}/{name}.sim-bad.flashed] {path}{MESSAGES[name]}\n"
+    expected = f"{path}{WARNINGS[name]}\n" if name in WARNINGS else ""
+    expected += f"scons: *** [{FOLDER}/{name}.sim-bad.flashed] {path}{MESSAGES[name]}\n"
     assert stderr == expected
 
 
@@ -159,7 +185,7 @@ def test_a_raw_binary_for_a_target_without_flash_is_refused_before_any_write(pro
     project.sconstruct("env.Alias('bin', env.Flash('fw.bin'))\n", target="cortex_m")
     before_flash = project.board.read_flash()
     result, delta = project.counters_after("bin", check=False)
-    assert result.stderr == ("scons: *** [fw.bin.sim-bad.flashed] target cortex_m has no flash in pyOCD's "
+    assert without_progress(result.stderr) == ("scons: *** [fw.bin.sim-bad.flashed] target cortex_m has no flash in pyOCD's "
                              "memory map (via probe sim-bad). Set PYOCD_TARGET to the chip's pyOCD target "
                              "name.\n")
     assert delta["pages_erased"] == delta["halfwords_programmed"] == delta["mass_erases"] == 0

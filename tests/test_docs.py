@@ -9,13 +9,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "site_scons" / "scons_pyocd"
-ERRORS = {"FlashError", "UserError", "user_error", "Interrupted"}
+ERRORS = {"FlashError", "UserError", "user_error", "Interrupted", "NoSuchBoard", "InvalidBoardId", "BoardExists"}
 #: Where each source's messages must be documented.
 SOURCES = {
     "troubleshooting.md": [PACKAGE / name for name in ("builders.py", "operations.py", "session.py",
-                                                       "records.py", "options.py", "cli.py", "progress.py",
-                                                       "command_line.py", "usb_access.py")]
-                          + [ROOT / "SConstruct", ROOT / "examples" / "blinky" / "SConscript"],
+                                                       "records.py", "options.py", "paths.py", "cli.py",
+                                                       "progress.py", "command_line.py", "usb_access.py")]
+                          + [PACKAGE / "sim" / "board.py"]
+                          + [ROOT / "site_scons" / "site_tools" / "pyocd.py", ROOT / "SConstruct", ROOT / "examples" / "blinky" / "SConscript"],
     "images.md": [PACKAGE / "images.py"],
 }
 

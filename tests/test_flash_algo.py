@@ -256,7 +256,7 @@ def test_a_failed_command_is_named():
 def connection():
     from scons_pyocd.session import Connection, Settings, find_probe
     from scons_pyocd.sim.board import BoardState
-    board = BoardState("sim-algo")
+    board = BoardState.create("sim-algo", exist_ok=True)
     board.restore_factory()
     board.write_flash(FLASH, rand(3 * PAGE, 7))
     with Connection.open(Settings(target="stm32f100rb", frequency=4_000_000), find_probe("sim-algo")) as conn:
@@ -347,7 +347,7 @@ def test_pyocds_own_flash_loader_uses_the_cmsis_entries():
     from scons_pyocd.sim.board import BoardState
     sim.register()
     targets.register()
-    board = BoardState("sim-loader")
+    board = BoardState.create("sim-loader", exist_ok=True)
     board.restore_factory()
     data = rand(5 * PAGE + 3, 9)
     board.write_flash(FLASH + PAGE, rand(PAGE, 10))
@@ -359,3 +359,25 @@ def test_pyocds_own_flash_loader_uses_the_cmsis_entries():
             loader.commit()
         assert board.read_flash(FLASH, len(data)) == data
         data = rand(5 * PAGE + 3, 11)
+
+
+@pytest.mark.parametrize("reset", ["none", "run", "halt"])
+def test_after_a_flash_the_clocks_are_as_before_and_the_flash_controller_locked(reset):
+    """Without a reset the algorithm's last call puts them back; a system reset does it otherwise."""
+    from scons_pyocd.session import Connection, Settings, find_probe
+    from scons_pyocd.sim.board import BoardState
+    board = BoardState.create("sim-clocks", exist_ok=True)
+    board.restore_factory()
+    data = rand(5 * PAGE, 12)
+    with Connection.open(Settings(target="stm32f100rb", frequency=4_000_000, reset=reset),
+                         find_probe("sim-clocks")) as conn:
+        before = rcc(conn)
+        result = conn.flash(Image([(FLASH, data)]))
+        assert result.pages_programmed == 5 and board.read_flash(FLASH, len(data)) == data
+        after = rcc(conn)
+    assert after["CFGR"] == before["CFGR"] == 0 and after["AHBENR"] == before["AHBENR"]
+    assert after["CR"] & 0x03000000 == 0 and after["FLASH_CR"] & 0x80     # PLL off, FPEC locked
+    assert after["ACR"] == before["ACR"]
+    counters = board.counters()
+    assert counters["clock_out_of_spec"] == counters["flash_ops_without_hsi"] == 0
+    assert counters["resets"] == (0 if reset == "none" else 1)

@@ -5,6 +5,7 @@ the same data) and our writer must produce what it produces.
 """
 
 import io
+import logging
 import os
 import random
 import shutil
@@ -19,8 +20,8 @@ from hypothesis import strategies as st
 from intelhex import AddressOverlapError, IntelHex
 
 from scons_pyocd.errors import FlashError
-from scons_pyocd.images import (Image, check_fits, convert, hex_bytes, load_image, write_bin,
-                                write_hex)
+from scons_pyocd.images import (MAX_GAP_WITHOUT_TARGET, Image, check_fits, check_gap_fill,
+                                check_vector_table, convert, hex_bytes, load_image, write_bin, write_hex)
 
 CORPUS = Path(__file__).parent / "bad_images"
 FLASH = 0x08000000
@@ -34,35 +35,81 @@ EM_ARM, EM_X86_64 = 40, 62
 
 # --- helpers ---------------------------------------------------------------------------
 
-def make_elf(segments, machine=EM_ARM, e_type=2, elf64=False):
-    """A minimal little-endian ELF: the given program headers, their data, then a
-    section header table (null + .shstrtab). ``segments`` holds
-    ``(p_type, paddr, vaddr, data, memsz)``."""
+SHT_PROGBITS, SHT_NOBITS, SHT_STRTAB = 1, 8, 3
+SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_TLS = 1, 2, 4, 0x400
+PT_TLS = 7
+
+
+def make_elf(segments, machine=EM_ARM, e_type=2, elf64=False, sections=None, entry=0x08000001):
+    """A minimal little-endian ELF as a linker writes it: the program headers, their data,
+    then a section header table.
+
+    ``segments`` holds ``(p_type, paddr, vaddr, data, memsz)``; ``data`` may be the index
+    of an earlier segment whose file bytes this one covers too (a PT_TLS inside a PT_LOAD). ``sections`` holds
+    ``(name, sh_type, sh_flags, sh_addr, where)``, ``where`` being ``(segment, offset, size)``
+    (bytes of that segment's data) or ``bytes`` (data of its own, after the segments'); by
+    default each PT_LOAD gets an allocated PROGBITS section over its data and a NOBITS one
+    over the rest of its memory, as ld makes them. ``sections=False``: no section table."""
     ehsize, phentsize = (64, 56) if elf64 else (52, 32)
     shentsize = 64 if elf64 else 40
     phoff = ehsize
     offset = phoff + phentsize * len(segments)
     body = b""
     phdrs = b""
+    offsets = []
     for p_type, paddr, vaddr, data, memsz in segments:
-        if elf64:
-            phdrs += struct.pack("<IIQQQQQQ", p_type, 5, offset + len(body), vaddr, paddr, len(data), memsz, 4)
+        if isinstance(data, int):       # the same file bytes as segment number ``data``
+            at, data = offsets[data], segments[data][3]
         else:
-            phdrs += struct.pack("<IIIIIIII", p_type, offset + len(body), vaddr, paddr, len(data), memsz, 5, 4)
-        body += data
+            at = offset + len(body)
+            body += data
+        offsets.append(at)
+        if elf64:
+            phdrs += struct.pack("<IIQQQQQQ", p_type, 5, at, vaddr, paddr, len(data), memsz, 4)
+        else:
+            phdrs += struct.pack("<IIIIIIII", p_type, at, vaddr, paddr, len(data), memsz, 5, 4)
+    if sections is None:
+        sections = []
+        for index, (p_type, paddr, vaddr, data, memsz) in enumerate(segments):
+            if p_type == PT_LOAD and data:
+                sections.append((f".load{index}", SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR, vaddr,
+                                 (index, 0, len(data))))
+            if p_type == PT_LOAD and memsz > len(data):
+                sections.append((f".bss{index}", SHT_NOBITS, SHF_ALLOC | SHF_WRITE, vaddr + len(data),
+                                 (index, len(data), memsz - len(data))))
     strtab = b"\0.shstrtab\0"
+    headers = []
+    for name, sh_type, flags, addr, where in (sections or []):
+        name_at = len(strtab)
+        strtab += name.encode() + b"\0"
+        if isinstance(where, bytes):
+            sh_offset, size = offset + len(body), len(where)
+            body += where
+        else:
+            segment, start, size = where
+            sh_offset = offsets[segment] + start
+        headers.append((name_at, sh_type, flags, addr, sh_offset, size))
     strtab_off = offset + len(body)
     shoff = strtab_off + len(strtab)
+    headers.append((1, SHT_STRTAB, 0, 0, strtab_off, len(strtab)))
     if elf64:
-        shdrs = bytes(shentsize) + struct.pack("<IIQQQQIIQQ", 1, 3, 0, 0, strtab_off, len(strtab), 0, 0, 1, 0)
-        header = struct.pack("<16sHHIQQQIHHHHHH", b"\x7fELF\x02\x01\x01" + bytes(9), e_type, machine, 1, 0,
-                             phoff if segments else 0, shoff, 0, ehsize, phentsize, len(segments),
-                             shentsize, 2, 1)
+        shdrs = bytes(shentsize) + b"".join(struct.pack("<IIQQQQIIQQ", n, t, f, a, o, s, 0, 0, 1, 0)
+                                            for n, t, f, a, o, s in headers)
     else:
-        shdrs = bytes(shentsize) + struct.pack("<IIIIIIIIII", 1, 3, 0, 0, strtab_off, len(strtab), 0, 0, 1, 0)
-        header = struct.pack("<16sHHIIIIIHHHHHH", b"\x7fELF\x01\x01\x01" + bytes(9), e_type, machine, 1, 0,
+        shdrs = bytes(shentsize) + b"".join(struct.pack("<IIIIIIIIII", n, t, f, a, o, s, 0, 0, 1, 0)
+                                            for n, t, f, a, o, s in headers)
+    shnum, shstrndx = len(headers) + 1, len(headers)
+    if sections is False:
+        shoff = shnum = shstrndx = 0
+        strtab = shdrs = b""
+    if elf64:
+        header = struct.pack("<16sHHIQQQIHHHHHH", b"\x7fELF\x02\x01\x01" + bytes(9), e_type, machine, 1, entry,
+                             phoff if segments else 0, shoff, 0, ehsize, phentsize, len(segments),
+                             shentsize, shnum, shstrndx)
+    else:
+        header = struct.pack("<16sHHIIIIIHHHHHH", b"\x7fELF\x01\x01\x01" + bytes(9), e_type, machine, 1, entry,
                              phoff if segments else 0, shoff, 0x05000200, ehsize, phentsize, len(segments),
-                             shentsize, 2, 1)
+                             shentsize, shnum, shstrndx)
     return header + phdrs + body + strtab + shdrs
 
 
@@ -333,7 +380,7 @@ def test_elf_uses_load_addresses_and_skips_bss(tmp_path):
     path.write_bytes(firmware_elf())
     image = load_image(path)
     assert image.segments == ((FLASH, TEXT + DATA),)
-    assert image.fmt == "elf"
+    assert (image.fmt, image.elf_rule) == ("elf", "sections")
 
 
 def test_elf_to_hex_and_bin(tmp_path):
@@ -342,6 +389,83 @@ def test_elf_to_hex_and_bin(tmp_path):
     assert (tmp_path / "nuttx.bin").read_bytes() == TEXT + DATA
     convert(tmp_path / "nuttx", tmp_path / "nuttx.hex")
     assert intelhex_image(tmp_path / "nuttx.hex") == Image([(FLASH, TEXT + DATA)])
+
+
+HEADERS = b"\x7fELF" + bytes(0x7FC)             # what ld maps in front of code linked at 0x08000800
+
+
+def load_elf(tmp_path, **kw):
+    path = tmp_path / "fw.elf"
+    path.write_bytes(make_elf(**kw))
+    return load_image(path)
+
+
+def test_elf_takes_sections_not_the_segment_bytes_around_them(tmp_path):
+    # One PT_LOAD from 0x08000000 holding 2 KiB of headers and padding, then .text; and a
+    # NOLOAD (NOBITS) section, a non-allocated one and an empty one, none of them flashed.
+    segment = HEADERS + TEXT
+    image = load_elf(tmp_path, segments=[(PT_LOAD, FLASH, FLASH, segment, len(segment) + 0x100)], sections=[
+        (".text", SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR, FLASH + 0x800, (0, 0x800, len(TEXT))),
+        (".noload", SHT_NOBITS, SHF_ALLOC | SHF_WRITE, FLASH + 0x800 + len(TEXT), (0, len(segment), 0x100)),
+        (".comment", SHT_PROGBITS, 0, 0, b"GCC: 12.2"),
+        (".empty", SHT_PROGBITS, SHF_ALLOC, FLASH + 0x400, (0, 0x400, 0)),
+        (".inactive", 0, SHF_ALLOC, FLASH + 0x400, (0, 0x400, 16)),          # SHT_NULL
+    ])
+    assert image.segments == ((FLASH + 0x800, TEXT),)
+
+
+def test_elf_without_a_section_table_is_read_by_segments_and_says_so(tmp_path, caplog):
+    path = tmp_path / "fw.elf"
+    path.write_bytes(make_elf([(PT_LOAD, FLASH, FLASH, HEADERS + TEXT, 0x800 + len(TEXT))], sections=False))
+    with caplog.at_level(logging.WARNING, logger="scons_pyocd.images"):
+        image = load_image(path)
+    assert (image.segments, image.elf_rule) == (((FLASH, HEADERS + TEXT),), "segments")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: has no section table, so its PT_LOAD program headers are taken whole (objcopy "
+        "refuses such a file): they may hold the ELF header and alignment padding in front of the "
+        "firmware. Flash the ELF as the linker wrote it, or a .hex made from it."]
+    caplog.clear()
+    load_image(write(tmp_path / "with-sections.elf", firmware_elf()))
+    assert not caplog.records
+
+
+def write(path, data):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("what, segment, section_addr, expected", [
+    # The LMA comes from the PT_LOAD holding the section's file bytes and run addresses:
+    # p_paddr + (sh_offset - p_offset), whatever sh_addr says beyond that.
+    ("through its segment", (PT_LOAD, FLASH + 0x200, 0x20000000, DATA, len(DATA)), 0x20000010, FLASH + 0x210),
+    # Run addresses outside the segment's: not in it, so the LMA is the VMA (as in BFD).
+    ("VMA outside the segment", (PT_LOAD, FLASH + 0x200, 0x20000000, DATA, len(DATA)), 0x20001000, 0x20001000),
+    # Several PT_LOADs with p_paddr all 0: BFD ignores the physical addresses.
+    ("all p_paddr zero", (PT_LOAD, 0, FLASH + 0x200, DATA, len(DATA)), FLASH + 0x210, FLASH + 0x210),
+])
+def test_elf_section_load_address(tmp_path, what, segment, section_addr, expected):
+    code = (PT_LOAD, 0 if what == "all p_paddr zero" else FLASH, FLASH, TEXT, len(TEXT))
+    image = load_elf(tmp_path, segments=[code, segment], sections=[
+        (".text", SHT_PROGBITS, SHF_ALLOC, FLASH, (0, 0, len(TEXT))),
+        (".data", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, section_addr, (1, 0x10, 0x20))])
+    assert image == Image([(FLASH, TEXT), (expected, DATA[0x10:0x30])]), what
+
+
+def test_elf_section_in_no_segment_loads_at_its_run_address(tmp_path):
+    image = load_elf(tmp_path, segments=[(PT_LOAD, FLASH, FLASH, TEXT, len(TEXT))], sections=[
+        (".text", SHT_PROGBITS, SHF_ALLOC, FLASH, (0, 0, len(TEXT))),
+        (".orphan", SHT_PROGBITS, SHF_ALLOC, FLASH + 0x1000, b"\x5a" * 8)])
+    assert image.segments == ((FLASH, TEXT), (FLASH + 0x1000, b"\x5a" * 8))
+
+
+def test_elf_thread_local_section_loads_through_pt_tls(tmp_path):
+    tdata = b"\x71" * 16
+    image = load_elf(tmp_path, segments=[(PT_LOAD, FLASH, FLASH, TEXT, len(TEXT)),
+                                         (PT_LOAD, FLASH + 0x200, 0x20000000, tdata, 16),
+                                         (PT_TLS, FLASH + 0x300, 0x20000000, 1, 16)], sections=[
+        (".text", SHT_PROGBITS, SHF_ALLOC, FLASH, (0, 0, len(TEXT))),
+        (".tdata", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE | SHF_TLS, 0x20000000, (1, 0, 16))])
+    assert image.segments == ((FLASH, TEXT), (FLASH + 0x300, tdata))
 
 
 def test_elf_for_another_architecture_handmade(tmp_path):
@@ -364,14 +488,24 @@ def test_elf_for_another_architecture_from_cc(tmp_path):
         load_image(exe)
 
 
+def _overlapping(**kw):
+    return make_elf([(PT_LOAD, FLASH, FLASH, bytes(32), 32), (PT_LOAD, FLASH + 16, FLASH + 16, bytes(32), 32)], **kw)
+
+
 @pytest.mark.parametrize("elf, expected", [
-    (make_elf([]), ": has no loadable data (no PT_LOAD program header with file contents)."),
-    (make_elf([], e_type=1), ": has no loadable data (no PT_LOAD program header with file contents). "
-                             "It is an object file (ET_REL)"),
-    (make_elf([(PT_LOAD, 0x20000000, 0x20000000, b"", 0x100)]), ": has no loadable data"),
-    (make_elf([(PT_LOAD, FLASH, FLASH, bytes(32), 32), (PT_LOAD, FLASH + 16, FLASH + 16, bytes(32), 32)]),
-     ", program headers 0 and 1: load addresses 0x08000000-0x0800001F and 0x08000010-0x0800002F overlap"),
+    (make_elf([]), ": has no loadable data (no allocated section with file contents)."),
+    (make_elf([], sections=False), ": has no loadable data (no PT_LOAD program header with file contents)."),
+    (make_elf([(PT_LOAD, 0x20000000, 0x20000000, b"", 0x100)]), ": has no loadable data (no allocated section"),
+    (make_elf([(PT_LOAD, 0x20000000, 0x20000000, b"", 0x100)], sections=False), ": has no loadable data (no PT_LOAD"),
+    (make_elf([], e_type=1, sections=[(".text", SHT_PROGBITS, SHF_ALLOC, 0, b"\x70\x47")]),
+     ": is an object file (ET_REL), not a linked program: its sections have no addresses yet."),
+    (_overlapping(), ", sections 1 (.load0) and 2 (.load1): load addresses 0x08000000-0x0800001F and "
+                     "0x08000010-0x0800002F overlap. Fix the linker script's AT() load addresses."),
+    (_overlapping(sections=False), ", program headers 0 and 1: load addresses 0x08000000-0x0800001F and "
+                                   "0x08000010-0x0800002F overlap"),
     (make_elf([(PT_LOAD, 0xFFFFFFF0, 0xFFFFFFF0, bytes(32), 32)]),
+     ", section 1 (.load0): load address 0xFFFFFFF0 + 32 bytes runs past 4 GiB"),
+    (make_elf([(PT_LOAD, 0xFFFFFFF0, 0xFFFFFFF0, bytes(32), 32)], sections=False),
      ", program header 0: load address 0xFFFFFFF0 + 32 bytes runs past 4 GiB"),
     (b"\x7fELF" + bytes(12), ": corrupt or truncated ELF file"),
     (b"\x7fELF\x01\x01\x01" + bytes(9) + b"\xff" * 40, ": is an ELF file for machine number 65535, not ARM"),
@@ -385,8 +519,9 @@ def test_bad_elf(tmp_path, elf, expected):
     assert message(exc).startswith(str(path) + expected), message(exc)
 
 
-def test_truncated_elf_is_rejected_wherever_it_is_cut(tmp_path):
-    whole = firmware_elf()
+@pytest.mark.parametrize("sections", [None, False], ids=["sections", "segments"])
+def test_truncated_elf_is_rejected_wherever_it_is_cut(tmp_path, sections):
+    whole = firmware_elf(sections=sections)
     path = tmp_path / "nuttx"
     for size in range(4, len(whole)):
         path.write_bytes(whole[:size])
@@ -394,12 +529,18 @@ def test_truncated_elf_is_rejected_wherever_it_is_cut(tmp_path):
             load_image(path)
 
 
-def test_elf_segment_data_past_end_of_file(tmp_path):
-    elf = bytearray(firmware_elf())
+def test_elf_data_past_end_of_file(tmp_path):
+    elf = bytearray(firmware_elf(sections=False))
     struct.pack_into("<I", elf, 52 + 16, 0x10000)           # program header 0: p_filesz
-    path = tmp_path / "fw.elf"
-    path.write_bytes(bytes(elf))
+    path = write(tmp_path / "fw.elf", bytes(elf))
     with pytest.raises(FlashError, match=r", program header 0: its 65,536 bytes at file offset 0x94 run past the end"):
+        load_image(path)
+    elf = bytearray(firmware_elf())
+    shoff = struct.unpack_from("<I", elf, 0x20)[0]
+    struct.pack_into("<I", elf, shoff + 40 + 20, 0x10000)   # section 1: sh_size
+    path = write(tmp_path / "fw.elf", bytes(elf))
+    with pytest.raises(FlashError, match=r", section 1 \(\.load0\): its 65,536 bytes at file offset 0x94 run "
+                                         r"past the end of the file \(\d+ bytes\); the file is truncated"):
         load_image(path)
 
 
@@ -576,6 +717,123 @@ def test_fits_across_adjacent_regions_but_not_across_a_gap():
 def test_check_fits_without_regions():
     with pytest.raises(FlashError, match="no memory regions"):
         check_fits(Image([(FLASH, b"\x01")], "fw.hex"), [])
+
+
+# --- a raw binary's vector table -------------------------------------------------------
+
+F100_PAGES = [(FLASH, FLASH + 0x20000, PAGE)]
+F100_SRAM = [(0x20000000, 0x20002000)]
+TOP = 0x20002000                                  # initial SP: the top of the F100's SRAM
+
+
+def raw_binary(words, size):
+    data = struct.pack(f"<{len(words)}I", *words)
+    return Image([(FLASH, data + bytes(size - len(data)))], "fw.bin", "bin")
+
+
+def refusal(link, sp, reset, pages, why):
+    return (f"fw.bin: its vector table (initial SP 0x{sp:08X}, reset vector 0x{reset:08X}) says it was "
+            f"linked to run elsewhere: the reset handler is outside the pages {pages} it would occupy at "
+            "0x08000000, the flash start, where a raw binary goes when no base address is given. There it "
+            "would not start, and it would overwrite what those pages hold. It was probably linked at "
+            f"0x{link:08X} ({why}): set PYOCD_BASE_ADDRESS (or --base-address) to its link address, or "
+            "flash the ELF or .hex, which carry their addresses.")
+
+
+PAGE_WHY = "the start of the flash page holding its lowest exception handler, 0x{:08X}"
+
+VECTOR_TABLE_CASES = [
+    # (what, words, size, None when it passes, else (suggested link address, why))
+    ("linked at the flash start", [TOP, 0x08000101, 0x08000181], 0x5C8, None),
+    ("reset handler past the data but in its last page", [TOP, 0x080007F1], 0x500, None),
+    ("not a vector table: SP outside SRAM", [0x10002000, 0x08000895], 0x5C8, None),
+    ("not a vector table: SP not word-aligned", [TOP - 2, 0x08000895], 0x5C8, None),
+    ("not a vector table: reset vector even (not Thumb)", [TOP, 0x08000894], 0x5C8, None),
+    ("not a vector table: reset vector outside flash", [TOP, 0x00000895], 0x5C8, None),
+    ("shorter than two words", [TOP], 4, None),
+    ("linked after a 2 KiB bootloader", [TOP, 0x08000895, 0x08000891, 0x08000891], 0x5C8,
+     (0x08000800, PAGE_WHY.format(0x08000890))),
+    ("lowest handler below the reset handler", [TOP, 0x08004235, 0x08004051, 0x08004051], 0x1000,
+     (0x08004000, PAGE_WHY.format(0x08004050))),
+    ("a handler too far below to be in the binary is not counted", [TOP, 0x08004235, 0x08000201], 0x1000,
+     (0x08004000, PAGE_WHY.format(0x08004234))),
+    ("a handler above the reset handler is not counted", [TOP, 0x08004235, 0x08004F01], 0x1000,
+     (0x08004000, PAGE_WHY.format(0x08004234))),
+    ("smaller than a page, not page-aligned", [TOP, 0x08004A11, 0x08004A01], 0x100,
+     (0x08004A00, "its lowest exception handler, 0x08004A00, rounded down to the vector table's "
+                  "128-byte alignment")),
+    ("tiny", [TOP, 0x08004A79, 0x08004A71, 0], 16, (0x08004A70, "its lowest exception handler")),
+]
+
+
+@pytest.mark.parametrize("what, words, size, refused", VECTOR_TABLE_CASES, ids=[c[0] for c in VECTOR_TABLE_CASES])
+def test_raw_binary_vector_table(what, words, size, refused):
+    image = raw_binary(words, size)
+    if refused is None:
+        check_vector_table(image, F100_PAGES, F100_SRAM)
+        return
+    end = FLASH + -(-size // PAGE) * PAGE
+    with pytest.raises(FlashError) as exc:
+        check_vector_table(image, F100_PAGES, F100_SRAM)
+    assert message(exc) == refusal(refused[0], words[0], words[1], f"0x08000000-0x{end - 1:08X}", refused[1])
+    # At the suggested address the binary holds its reset handler.
+    assert refused[0] <= words[1] & ~1 < refused[0] + size
+
+
+def test_raw_binary_vector_table_not_checked_without_a_memory_map():
+    check_vector_table(raw_binary([TOP, 0x08000895], 0x5C8), [], [])
+
+
+def test_convert_checks_a_raw_binary_only_at_the_default_base(tmp_path):
+    source = write(tmp_path / "app.bin", raw_binary([TOP, 0x08000895, 0x08000891], 0x5C8).segments[0][1])
+    with pytest.raises(FlashError, match=r"app\.bin: its vector table .* probably linked at 0x08000800 "):
+        convert(source, tmp_path / "app.hex", FLASH, flash=F100_PAGES, ram=F100_SRAM, default_base=True)
+    assert not (tmp_path / "app.hex").exists()
+    # A base address given explicitly wins, even the flash start.
+    assert convert(source, tmp_path / "app.hex", FLASH, flash=F100_PAGES, ram=F100_SRAM).start == FLASH
+    assert convert(source, tmp_path / "app.hex", 0x08000800, flash=F100_PAGES, ram=F100_SRAM).start == 0x08000800
+
+
+# --- gap fill in a raw binary ----------------------------------------------------------
+
+def gap_message(gap, limit_text, a, b, out="app.bin", src="app.elf"):
+    return (f"{out}: not written: the data of {src} at {a} and at {b} lie {gap} apart, more than "
+            f"{limit_text}, and a raw binary would fill the gap. A section probably has its load address "
+            "outside flash (one that runs from SRAM needs AT> FLASH in the linker script); or convert to "
+            ".hex, which keeps gaps empty.")
+
+
+def two_pieces(gap):
+    start = FLASH + 16 + gap
+    return Image([(FLASH, b"\x01" * 16), (start, b"\x02" * 16)], "app.elf", "elf"), start
+
+
+@pytest.mark.parametrize("flash_size, limit_text", [
+    (0x20000, "the target's 128 KiB of flash"),
+    (None, "16 MiB (the limit when PYOCD_TARGET is not set)"),
+])
+def test_gap_fill_limit(flash_size, limit_text):
+    limit = flash_size or MAX_GAP_WITHOUT_TARGET
+    check_gap_fill(two_pieces(limit)[0], flash_size)                  # a gap of the limit: fine
+    image, start = two_pieces(limit + 1)
+    with pytest.raises(FlashError) as exc:
+        check_gap_fill(image, flash_size, "app.bin")
+    size = f"{limit + 1:,} bytes" if limit < 1 << 20 else f"{limit + 1:,} bytes ({(limit + 1) / (1 << 20):.1f} MiB)"
+    assert message(exc) == gap_message(size, limit_text, "0x08000000-0x0800000F", f"0x{start:08X}-0x{start + 15:08X}")
+
+
+def test_write_bin_refuses_a_section_loaded_in_sram_and_writes_nothing(tmp_path):
+    elf = write(tmp_path / "app.elf", make_elf([(PT_LOAD, FLASH, FLASH, TEXT, len(TEXT)),
+                                                (PT_LOAD, 0x20000000, 0x20000000, DATA, len(DATA))]))
+    for flash, limit_text in ((F100_PAGES, "the target's 128 KiB of flash"),
+                              ((), "16 MiB (the limit when PYOCD_TARGET is not set)")):
+        with pytest.raises(FlashError) as exc:
+            convert(elf, tmp_path / "app.bin", flash=flash)
+        assert message(exc) == gap_message("402,652,672 bytes (384.0 MiB)", limit_text, "0x08000000-0x080001FF",
+                                           "0x20000000-0x2000003F", tmp_path / "app.bin", elf)
+        assert not (tmp_path / "app.bin").exists()
+    convert(elf, tmp_path / "app.hex")                                 # a .hex keeps the gap empty
+    assert load_image(tmp_path / "app.hex") == load_image(elf)
 
 
 # --- properties ------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def test_installed_with_the_simulator(sim_venv, tmp_path):
     assert marker.read_text() == ""
 
     # The simulated board, through pyOCD's entry point, from the installed package.
-    board = subprocess.run([str(sim_venv / "bin" / "scons-pyocd-sim"), "factory", "sim-installed"],
+    board = subprocess.run([str(sim_venv / "bin" / "scons-pyocd-sim"), "create", "sim-installed"],
                            capture_output=True, text=True, timeout=RUN_TIMEOUT, env=_environ())
     assert board.returncode == 0, board.stderr
     result = _run(sim_venv, tree, "flash", "--probe=sim-installed", IMPORTED=str(marker))
@@ -145,5 +145,8 @@ def test_installed_with_the_simulator(sim_venv, tmp_path):
     assert "flash stm32f100rb via sim-installed: fw.hex 0x08000000-0x080007FF:" in result.stdout
     assert "unicorn" in marker.read_text().split()
     listed = subprocess.run([str(sim_venv / "bin" / "pyocd"), "list"], capture_output=True, text=True,
-                            timeout=RUN_TIMEOUT, env=_environ())
+                            timeout=RUN_TIMEOUT, env=_environ(SCONS_PYOCD_SIM_LIST="1"))
     assert "sim-installed" in listed.stdout, listed.stdout + listed.stderr
+    probes = subprocess.run([str(sim_venv / "bin" / "scons-pyocd"), "probes"], capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT, env=_environ())
+    assert "sim-installed" in probes.stdout, probes.stdout + probes.stderr

@@ -91,3 +91,10 @@ def test_boards_list_show_and_forget(project, tmp_path):
         failed = cli("boards", *args, check=False)
         assert failed.returncode == 2 and failed.stderr.startswith(f"scons-pyocd: {message}")
         assert "Traceback" not in failed.stderr
+
+
+def test_the_simulator_listing_switch_is_read_by_one_name():
+    import pyocd.probe.aggregator  # noqa: F401  (first: it loads the pyocd.probe entry points)
+    from scons_pyocd import sim_plugin
+    from scons_pyocd.sim import probe
+    assert sim_plugin.LIST_ENV == probe.LIST_ENV

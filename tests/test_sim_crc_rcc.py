@@ -37,7 +37,7 @@ CFGR_24MHZ, CFGR2_24MHZ = 0x0013000A, 0x00000001
 
 
 def open_session(board_id="sim-clk"):
-    BoardState(board_id)
+    BoardState.create(board_id, exist_ok=True)
     return ConnectHelper.session_with_chosen_probe(unique_id=board_id, target_override="stm32f100rb",
                                                    options={"frequency": 4_000_000})
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from scons_project import FAST_FAIL, HANG, PAGE, Project, random_image, scons_command
+from scons_project import FAST_FAIL, HANG, PAGE, Project, random_image, scons_command, units
 from scons_pyocd.images import load_image
 from scons_pyocd.records import probe_lock
 from scons_pyocd.sim.board import FLASH_BASE
@@ -29,13 +29,6 @@ def project(tmp_path):
 def holds(project, data, address=FLASH_BASE):
     return project.board.read_flash(address, len(data)) == data
 
-
-def units(data, pages=None):
-    """Half-words of ``data`` (from a page start) that the flash programs: not 0xFFFF (on erased
-    pages those are skipped); only in ``pages`` (page numbers) when given."""
-    data = data + b"\xff" * (-len(data) % PAGE)
-    chosen = range(len(data) // PAGE) if pages is None else pages
-    return sum(data[i:i + 2] != b"\xff\xff" for p in chosen for i in range(p * PAGE, (p + 1) * PAGE, 2))
 
 
 def test_first_flash_programs_every_page_and_the_second_is_a_no_op(project):
@@ -296,7 +289,7 @@ def test_an_image_outside_flash_is_refused_before_any_write(project, base, size,
 
 def test_dry_run_shows_what_would_be_flashed_without_touching_the_probe(project):
     result, delta = project.counters_after("-n", "flash")
-    assert result.stdout.strip() == "would flash fw.hex onto stm32f100rb via sim-a (no record of board sim-a)"
+    assert result.stdout.strip() == "would flash fw.hex onto stm32f100rb via sim-a (board record says: no record of board sim-a)"
     assert delta["connects"] == 0
     project.run("flash")
     result = project.run("-n", "flash")
@@ -361,9 +354,12 @@ def test_nuttx_v1_v2_v3_program_the_pages_that_differ(project, shared_firmware):
         project.run("verify")
 
 
-def test_default_probe_is_the_only_one_attached_and_several_are_listed(project, tmp_path):
+def test_default_probe_is_the_only_one_attached_and_several_are_listed(project, tmp_path, monkeypatch):
     project.sconstruct(ALIASES, probe="")
     project.board.erase_flash()                   # sim-a exists: the only board
+    result, delta = project.counters_after("flash", check=False)
+    assert "no debug probe found" in result.stderr and delta["connects"] == 0   # hidden from enumeration
+    monkeypatch.setenv("SCONS_PYOCD_SIM_LIST", "1")                             # unless asked for
     _, delta = project.counters_after("flash")
     assert delta["halfwords_programmed"] == SIZE // 2
     _, delta = project.counters_after("flash")
@@ -373,7 +369,8 @@ def test_default_probe_is_the_only_one_attached_and_several_are_listed(project, 
     assert "several debug probes are attached: sim-a" in result.stderr and "sim-second" in result.stderr
 
 
-def test_unknown_probe_lists_the_attached_ones(project):
+def test_unknown_probe_lists_the_attached_ones(project, monkeypatch):
+    monkeypatch.setenv("SCONS_PYOCD_SIM_LIST", "1")
     result = project.run("flash", "--probe=stlink-0042", check=False)
     assert "no probe matches PYOCD_PROBE='stlink-0042': attached probes are: sim-a" in result.stderr
 

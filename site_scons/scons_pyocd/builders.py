@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import SCons.Action
 import SCons.Builder
 import SCons.Errors
+import SCons.Node
 import SCons.Node.Alias
 import SCons.Script
 
@@ -293,16 +294,19 @@ def _flash_str(target, source, env):
     from . import operations
     values = resolve(env)
     job = _job(env, target, values)
-    if values["PYOCD_FORCE"]:
-        why = "--force-flash"
-    elif values["PYOCD_FLASH_CHECK"]:
-        why = "--flash-check: the chip is compared first"
-    else:
-        why = operations.why_flash(source[0].get_abspath(), values["PYOCD_PROBE"],
-                                   values["PYOCD_BASE_ADDRESS"], job)
+    if values["PYOCD_FORCE"] or values["PYOCD_FLASH_CHECK"]:
+        how = "--force-flash" if values["PYOCD_FORCE"] else "--flash-check: the chip is compared first"
+        return f"would flash {source[0]} onto {_where(values)} ({how})"
+    image = source[0]
+    rebuilt = image.get_state() == SCons.Node.executed     # "built" by this dry run
+    if rebuilt and not image.always_build:
+        return f"would flash {image} onto {_where(values)} (it is rebuilt first)"
+    why = operations.why_flash(image.get_abspath(), values["PYOCD_PROBE"], values["PYOCD_BASE_ADDRESS"], job)
     if why is None:
-        return operations.up_to_date_line(values["PYOCD_PROBE"], job, str(source[0]))
-    return f"would flash {source[0]} onto {_where(values)} ({why})"
+        if rebuilt:     # an external build: whether it changes the image shows in a real run
+            return f"flash is up to date unless a real run changes {image} (see the line above)"
+        return operations.up_to_date_line(values["PYOCD_PROBE"], job, str(image))
+    return f"would flash {image} onto {_where(values)} (board record says: {why})"
 
 
 _flash_action.strfunction = _flash_str
@@ -493,13 +497,16 @@ def _convert_action(target, source, env):
     src = source[0].get_abspath()
     base = values["PYOCD_BASE_ADDRESS"]
     try:
-        from .operations import default_base_address, is_raw_binary
-        if base is None and is_raw_binary(src):
+        from .operations import default_base_address, is_raw_binary, memory_ranges
+        default_base = base is None and is_raw_binary(src)
+        if default_base:
             base = default_base_address(values["PYOCD_TARGET"])
             if base is None:
                 raise FlashError(f"{source[0]}: a raw binary has no addresses; set PYOCD_BASE_ADDRESS "
                                  "(e.g. 0x08000000) or PYOCD_TARGET (its flash start is used).")
-        images.convert(src, target[0].get_abspath(), base, values["PYOCD_FILL"])
+        flash, ram = (memory_ranges(values["PYOCD_TARGET"]) if default_base or is_raw_binary(str(target[0]))
+                      else ([], []))
+        images.convert(src, target[0].get_abspath(), base, values["PYOCD_FILL"], flash, ram, default_base)
     except FlashError as exc:
         raise _failed(exc, target[0]) from None
 

@@ -132,7 +132,10 @@ def probe_rows(extra: Sequence[str] = (), simulated: Optional[bool] = None) -> L
     from pyocd.probe.aggregator import DebugProbeAggregator
     with session.translate("(any)", "listing probes"):
         probes = list(DebugProbeAggregator.get_all_connected_probes())
-    if not simulated:      # pyOCD's entry point may have registered them anyway
+        if simulated and sim_plugin.simulator_installed():     # hidden from pyOCD's own enumeration
+            seen = {p.unique_id for p in probes}
+            probes += [p for p in DebugProbeAggregator.get_all_connected_probes("sim:") if p.unique_id not in seen]
+    if not simulated:      # SCONS_PYOCD_SIM_LIST=1 may have listed them anyway
         probes = [p for p in probes if not sim_plugin.is_simulated(str(getattr(p, "unique_id", "")))]
     for wanted in extra:
         session._pyocd(wanted)

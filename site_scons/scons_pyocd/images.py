@@ -21,6 +21,7 @@ pyelftools is imported only when an ELF file is read.
 import binascii
 import hashlib
 import io
+import logging
 import os
 import re
 import struct
@@ -29,10 +30,15 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 from .errors import FlashError
 
+LOG = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 Segment = Tuple[int, bytes]
 #: A memory region as the caller describes it: (name, start address, length in bytes).
 Region = Tuple[str, int, int]
+#: An address range: (start, end), end exclusive.
+Range = Tuple[int, int]
+#: A flash region: (start, end, page size), end exclusive, in bytes.
+FlashRange = Tuple[int, int, int]
 
 FORMATS = ("bin", "hex", "elf")
 EXTENSIONS = {".bin": "bin", ".hex": "hex", ".ihex": "hex", ".elf": "elf", ".axf": "elf"}
@@ -55,6 +61,8 @@ def _span(start: int, end: int) -> str:
 
 
 def _bytes(n: int) -> str:
+    if n >= 1 << 20 and n % (1 << 20) == 0:
+        return f"{n >> 20} MiB"
     if n >= 1024 and n % 1024 == 0:
         return f"{n // 1024} KiB"
     return f"{n:,} bytes"
@@ -69,15 +77,18 @@ class Image:
     ignores ``source`` and ``fmt``). Overlapping segments raise :class:`FlashError`.
 
     ``source`` is the file the image came from, named in error messages; ``fmt`` is
-    the format it was read as (``"bin"``, ``"hex"``, ``"elf"``) or None.
+    the format it was read as (``"bin"``, ``"hex"``, ``"elf"``) or None. ``elf_rule`` says
+    how an ELF was read: ``"sections"`` (what objcopy writes, see :func:`load_image`) or
+    ``"segments"`` (a file without a section table); None for other formats.
     """
 
-    __slots__ = ("segments", "source", "fmt", "_starts")
+    __slots__ = ("segments", "source", "fmt", "elf_rule", "_starts")
 
     def __init__(self, segments: Iterable[Tuple[int, bytes]], source: Optional[PathLike] = None,
                  fmt: Optional[str] = None):
         self.source = _name(source) if source is not None else "<image>"
         self.fmt = fmt
+        self.elf_rule: Optional[str] = None
         runs: List[list] = []      # [start, end, [data, ...]]
         for address, data in sorted(((int(a), bytes(d)) for a, d in segments if len(d)),
                                     key=lambda seg: seg[0]):
@@ -249,6 +260,15 @@ def load_image(path: PathLike, base_address: Optional[int] = None, fmt: Optional
     the ELF magic (NuttX names its ELF plain ``nuttx``). ``base_address`` is where a
     raw binary goes (an int, or a string such as ``"0x08000000"``); hex and ELF files
     carry their own addresses and ignore it.
+
+    An ELF image is what ``arm-none-eabi-objcopy -O ihex`` (or ``-O binary``) writes of
+    it: the contents of every allocated section (``SHF_ALLOC``) that has file data (not
+    ``SHT_NOBITS``, not empty), at its load address (LMA), which BFD derives from the
+    ``PT_LOAD`` program header holding the section (``p_paddr + sh_offset - p_offset``);
+    a section in no ``PT_LOAD`` loads at its run address. Nothing else: no ELF or program
+    headers, no padding between sections, no ``NOLOAD`` bytes. An ELF without a section
+    table (objcopy refuses those) is read by its ``PT_LOAD`` segments instead, with a
+    warning on the ``scons_pyocd.images`` logger; :attr:`Image.elf_rule` tells which.
     """
     name = _name(path)
     data = _read(path)
@@ -414,13 +434,24 @@ def _hex_overlap(name: str, lines: List[bytes]) -> FlashError:
     raise AssertionError("overlap not found")  # pragma: no cover
 
 
+#: ELF section flags (the ELF specification's SHF_ALLOC and SHF_TLS).
+_SHF_ALLOC, _SHF_TLS = 0x2, 0x400
+
+#: What is logged (warning) when an ELF without a section table is read by its segments.
+SEGMENT_FALLBACK = ("%s: has no section table, so its PT_LOAD program headers are taken whole "
+                    "(objcopy refuses such a file): they may hold the ELF header and alignment "
+                    "padding in front of the firmware. Flash the ELF as the linker wrote it, or a "
+                    ".hex made from it.")
+
+
 def _read_elf(name: str, data: bytes) -> Image:
-    """PT_LOAD segments with file data, at their load (physical) addresses."""
+    """The image ``objcopy -O ihex`` / ``-O binary`` would write (see docs/images.md): the
+    allocated sections with file contents, each at its load address. A file without a
+    section table: its PT_LOAD segments' file bytes, at their physical addresses."""
     from elftools.elf.elffile import ELFFile
 
     if not data.startswith(ELF_MAGIC):
         raise FlashError(f"{name}: not an ELF file (it does not start with '\\x7fELF'). {_ELF_TODO}")
-    found = []
     try:
         elf = ELFFile(io.BytesIO(data))
         machine = elf["e_machine"]
@@ -436,36 +467,95 @@ def _read_elf(name: str, data: bytes) -> Image:
                 raise FlashError(f"{name}: the {what} header table at file offset 0x{table:X} runs "
                                  f"past the end of the file ({len(data):,} bytes); the file is "
                                  f"truncated. {_ELF_TODO}")
-        for index, segment in enumerate(elf.iter_segments()):
-            if segment["p_type"] != "PT_LOAD" or segment["p_filesz"] == 0:
-                continue
-            offset, size, address = segment["p_offset"], segment["p_filesz"], segment["p_paddr"]
-            if offset + size > len(data):
-                raise FlashError(f"{name}, program header {index}: its {size:,} bytes at file offset "
-                                 f"0x{offset:X} run past the end of the file ({len(data):,} bytes); "
-                                 f"the file is truncated. {_ELF_TODO}")
-            if address + size > ADDRESS_LIMIT:
-                raise FlashError(f"{name}, program header {index}: load address 0x{address:X} + "
-                                 f"{size:,} bytes runs past 4 GiB. {_ELF_TODO}")
-            found.append((address, data[offset:offset + size], index))
         kind = elf["e_type"]
+        if kind == "ET_REL":
+            raise FlashError(f"{name}: is an object file (ET_REL), not a linked program: its "
+                             f"sections have no addresses yet. {_ELF_TODO}")
+        segments = [segment.header for segment in elf.iter_segments()]
+        sections = list(elf.iter_sections())[1:] if elf["e_shoff"] else []
+        if sections:
+            found, what = _elf_sections(name, data, sections, segments), "sections"
+        else:
+            LOG.warning(SEGMENT_FALLBACK, name)
+            found, what = _elf_segments(name, data, segments), "segments"
     except FlashError:
         raise
     except Exception as exc:  # pyelftools raises ELFError, struct and construct errors, ValueError...
         raise FlashError(f"{name}: corrupt or truncated ELF file ({type(exc).__name__}: {exc}). "
                          f"{_ELF_TODO}") from None
     if not found:
-        hint = " It is an object file (ET_REL), not a linked program." if kind == "ET_REL" else ""
-        raise FlashError(f"{name}: has no loadable data (no PT_LOAD program header with file "
-                         f"contents).{hint} {_ELF_TODO}")
+        why = ("no allocated section with file contents" if what == "sections"
+               else "no PT_LOAD program header with file contents")
+        raise FlashError(f"{name}: has no loadable data ({why}). {_ELF_TODO}")
     found.sort(key=lambda seg: seg[0])
-    for (a_addr, a_data, a_index), (b_addr, b_data, b_index) in zip(found, found[1:]):
+    for (a_addr, a_data, a_what), (b_addr, b_data, b_what) in zip(found, found[1:]):
         if b_addr < a_addr + len(a_data):
-            raise FlashError(f"{name}, program headers {a_index} and {b_index}: load addresses "
-                             f"{_span(a_addr, a_addr + len(a_data))} and "
-                             f"{_span(b_addr, b_addr + len(b_data))} overlap. Fix the linker "
+            both = (f"program headers {a_what} and {b_what}" if what == "segments"
+                    else f"sections {a_what} and {b_what}")
+            raise FlashError(f"{name}, {both}: load addresses {_span(a_addr, a_addr + len(a_data))} "
+                             f"and {_span(b_addr, b_addr + len(b_data))} overlap. Fix the linker "
                              "script's AT() load addresses.")
-    return Image([(address, chunk) for address, chunk, _ in found], name, "elf")
+    image = Image([(address, chunk) for address, chunk, _ in found], name, "elf")
+    image.elf_rule = what
+    return image
+
+
+def _elf_sections(name: str, data: bytes, sections, segments) -> list:
+    """``(load address, bytes, label)`` of each section objcopy would write."""
+    # BFD (_bfd_elf_make_section_from_shdr): when every program header's p_paddr is 0 and
+    # there are several PT_LOADs, the physical addresses mean nothing and LMA = VMA.
+    no_paddr = (all(p["p_paddr"] == 0 for p in segments)
+                and sum(p["p_type"] == "PT_LOAD" and p["p_memsz"] != 0 for p in segments) > 1)
+    found = []
+    for index, section in enumerate(sections, start=1):
+        header = section.header
+        if (not header["sh_flags"] & _SHF_ALLOC or header["sh_type"] in ("SHT_NOBITS", "SHT_NULL")
+                or header["sh_size"] == 0):
+            continue
+        label = f"{index} ({section.name or 'no name'})"
+        offset, size = header["sh_offset"], header["sh_size"]
+        if offset + size > len(data):
+            raise FlashError(f"{name}, section {label}: its {size:,} bytes at file offset 0x{offset:X} "
+                             f"run past the end of the file ({len(data):,} bytes); the file is "
+                             f"truncated. {_ELF_TODO}")
+        address = header["sh_addr"] if no_paddr else _load_address(header, segments)
+        if address + size > ADDRESS_LIMIT:
+            raise FlashError(f"{name}, section {label}: load address 0x{address:X} + {size:,} bytes "
+                             f"runs past 4 GiB. {_ELF_TODO}")
+        found.append((address, data[offset:offset + size], label))
+    return found
+
+
+def _load_address(section, segments) -> int:
+    """A loaded section's LMA as BFD computes it: through the first PT_LOAD (PT_TLS for a
+    thread-local section) holding both its file bytes and its run addresses,
+    ``p_paddr + (sh_offset - p_offset)``; in no such segment, its run address (VMA)."""
+    offset, address, size = section["sh_offset"], section["sh_addr"], section["sh_size"]
+    wanted = "PT_TLS" if section["sh_flags"] & _SHF_TLS else "PT_LOAD"
+    for segment in segments:
+        if (segment["p_type"] == wanted
+                and segment["p_offset"] <= offset and offset - segment["p_offset"] + size <= segment["p_filesz"]
+                and segment["p_vaddr"] <= address and address - segment["p_vaddr"] + size <= segment["p_memsz"]):
+            return segment["p_paddr"] + offset - segment["p_offset"]
+    return address
+
+
+def _elf_segments(name: str, data: bytes, segments) -> list:
+    """``(physical address, bytes, index)`` of each PT_LOAD program header with file data."""
+    found = []
+    for index, segment in enumerate(segments):
+        if segment["p_type"] != "PT_LOAD" or segment["p_filesz"] == 0:
+            continue
+        offset, size, address = segment["p_offset"], segment["p_filesz"], segment["p_paddr"]
+        if offset + size > len(data):
+            raise FlashError(f"{name}, program header {index}: its {size:,} bytes at file offset "
+                             f"0x{offset:X} run past the end of the file ({len(data):,} bytes); "
+                             f"the file is truncated. {_ELF_TODO}")
+        if address + size > ADDRESS_LIMIT:
+            raise FlashError(f"{name}, program header {index}: load address 0x{address:X} + "
+                             f"{size:,} bytes runs past 4 GiB. {_ELF_TODO}")
+        found.append((address, data[offset:offset + size], index))
+    return found
 
 
 # --- writing ---------------------------------------------------------------------------
@@ -533,19 +623,64 @@ def write_hex(image: Image, path: PathLike) -> None:
     _write(path, hex_bytes(image))
 
 
-def write_bin(image: Image, path: PathLike, fill: int = 0xFF) -> int:
+#: The largest gap :func:`write_bin` fills when the target (so its flash size) is unknown.
+#: 16 MiB: four times the largest on-chip flash of current Cortex-M parts (4 MiB), far
+#: below the gaps between memories that a misplaced section causes (an STM32's flash at
+#: 0x08000000 is 128 MiB from its CCM RAM and 384 MiB from its SRAM).
+MAX_GAP_WITHOUT_TARGET = 16 << 20
+
+
+def _size(n: int) -> str:
+    """A size for a message: exact bytes, and MiB or KiB when that is shorter to read."""
+    if n >= 1 << 20:
+        return f"{n:,} bytes ({n / (1 << 20):.1f} MiB)"
+    return _bytes(n)
+
+
+def check_gap_fill(image: Image, flash_size: Optional[int] = None, output: Optional[PathLike] = None) -> None:
+    """Refuse to flatten ``image`` into a raw binary whose fill between two pieces of data
+    would be larger than ``flash_size`` (the target's flash in bytes), or than
+    :data:`MAX_GAP_WITHOUT_TARGET` when None: such a gap cannot be in one flash, and the
+    binary would be mostly fill (384 MiB for a section loaded in SRAM instead of flash).
+    ``output`` is the binary's path, for the message."""
+    limit = flash_size if flash_size else MAX_GAP_WITHOUT_TARGET
+    for (a_start, a_data), (b_start, b_data) in zip(image.segments, image.segments[1:]):
+        a_end = a_start + len(a_data)
+        gap = b_start - a_end
+        if gap > limit:
+            what = (f"the target's {_bytes(flash_size)} of flash" if flash_size else
+                    f"{_bytes(MAX_GAP_WITHOUT_TARGET)} (the limit when PYOCD_TARGET is not set)")
+            raise FlashError(
+                f"{_name(output) if output is not None else image.source}: not written: the data of "
+                f"{image.source} at {_span(a_start, a_end)} and at {_span(b_start, b_start + len(b_data))} "
+                f"lie {_size(gap)} apart, more than {what}, and a raw binary would fill the gap. "
+                "A section probably has its load address outside flash (one that runs from SRAM "
+                "needs AT> FLASH in the linker script); or convert to .hex, which keeps gaps empty.")
+
+
+def write_bin(image: Image, path: PathLike, fill: int = 0xFF, flash_size: Optional[int] = None) -> int:
     """Write ``image`` flat from its lowest to its highest address, gaps filled with
-    ``fill``; return the base address (where the binary must be flashed)."""
+    ``fill``; return the base address (where the binary must be flashed). A gap larger
+    than ``flash_size`` (bytes; :data:`MAX_GAP_WITHOUT_TARGET` when None) is refused,
+    see :func:`check_gap_fill`."""
+    _check_fill(fill)
+    image._require_data()
+    check_gap_fill(image, flash_size, path)
     _write(path, image.to_bytes(fill))
     return image.start
 
 
-def convert(src: PathLike, dst: PathLike, base_address: Optional[int] = None,
-            fill: int = 0xFF) -> Image:
+def convert(src: PathLike, dst: PathLike, base_address: Optional[int] = None, fill: int = 0xFF,
+            flash: Sequence[FlashRange] = (), ram: Sequence[Range] = (),
+            default_base: bool = False) -> Image:
     """Convert ``src`` (bin, hex or ELF) to ``dst`` (``.hex``/``.ihex`` or ``.bin``).
 
     ``base_address`` places a raw binary source; ``fill`` fills gaps in a binary
-    output. Returns the image read. Same input, byte-identical output.
+    output. ``flash`` and ``ram`` are the target's memory as :func:`check_vector_table`
+    takes them (empty: no target known): a binary output refuses a gap larger than the
+    flash (:func:`check_gap_fill`), and a raw binary source placed at the flash start
+    because no base address was given (``default_base``) is refused when its vector table
+    says it was linked elsewhere. Returns the image read. Same input, byte-identical output.
     """
     name = _name(dst)
     out = EXTENSIONS.get(os.path.splitext(name)[1].lower())
@@ -554,10 +689,12 @@ def convert(src: PathLike, dst: PathLike, base_address: Optional[int] = None,
                          "(.bin); rename the output.")
     _check_fill(fill)
     image = load_image(src, base_address)
+    if default_base:
+        check_vector_table(image, flash, ram)
     if out == "hex":
         write_hex(image, dst)
     else:
-        write_bin(image, dst, fill)
+        write_bin(image, dst, fill, sum(end - start for start, end, _ in flash) or None)
     return image
 
 
@@ -609,3 +746,83 @@ def check_fits(image: Image, regions: Sequence[Region]) -> None:
         how = "run past the end of" if inside_before else "lie outside"
         raise FlashError(f"{image.source}: bytes {_span(address, stop)} ({_bytes(stop - address)}) "
                          f"{how} {where}. {what_to_do}")
+
+
+#: The vector table entries read for handler addresses: the system exceptions 1-15
+#: (reset, NMI, HardFault, ..., SysTick; ARMv7-M Architecture Reference Manual, B1.5.2).
+_SYSTEM_VECTORS = 16
+#: The vector table's smallest alignment: VTOR.TBLOFF is bits [29:7] (ARMv7-M ARM, B3.2.5).
+_VTOR_ALIGN = 128
+
+
+def _page_of(address: int, flash: Sequence[FlashRange]) -> Optional[Range]:
+    """The flash page ``(start, end)`` holding ``address``, or None outside flash."""
+    for start, end, page in flash:
+        if start <= address < end:
+            page = page or 1
+            first = address - (address - start) % page
+            return first, min(first + page, end)
+    return None
+
+
+def check_vector_table(image: Image, flash: Sequence[FlashRange], ram: Sequence[Range]) -> None:
+    """Refuse a raw binary placed at the flash start only because no base address was given,
+    when its own vector table says it was linked elsewhere.
+
+    ``image`` is the binary as read at that default base; ``flash`` the target's flash
+    regions as ``(start, end, page size)`` and ``ram`` its SRAM as ``(start, end)``, ends
+    exclusive (both from the pyOCD target's memory map). The file's first two words look
+    like a Cortex-M vector table when the first (the initial SP) is a multiple of 4 inside
+    SRAM (its top included: the stack grows down from there) and the second (the reset
+    vector) is odd (Thumb) with its address in flash. If that reset handler lies outside
+    the flash pages the binary would occupy, the binary cannot run where it would go, and
+    writing it would overwrite whatever is there (a bootloader, typically): FlashError,
+    naming the link address the table suggests (see docs/images.md). Anything else passes.
+    """
+    if not image.segments or not flash:
+        return
+    base, data = image.segments[0]
+    if len(data) < 8:
+        return
+    sp, reset = struct.unpack_from("<II", data)
+    handler = reset & ~1
+    if sp % 4 or not any(start <= sp <= end for start, end in ram) or not reset & 1 \
+            or _page_of(handler, flash) is None:
+        return
+    first, last = _page_of(base, flash), _page_of(base + len(data) - 1, flash)
+    low = first[0] if first else base
+    high = last[1] if last else base + len(data)
+    if low <= handler < high:
+        return
+    suggested, why = _link_address(data, handler, flash)
+    raise FlashError(
+        f"{image.source}: its vector table (initial SP 0x{sp:08X}, reset vector 0x{reset:08X}) says "
+        f"it was linked to run elsewhere: the reset handler is outside the pages {_span(low, high)} "
+        f"it would occupy at 0x{base:08X}, the flash start, where a raw binary goes when no base "
+        "address is given. There it would not start, and it would overwrite what those pages hold. "
+        f"It was probably linked at 0x{suggested:08X} ({why}): set PYOCD_BASE_ADDRESS (or "
+        "--base-address) to its link address, or flash the ELF or .hex, which carry their addresses.")
+
+
+def _link_address(data: bytes, reset: int, flash: Sequence[FlashRange]) -> Tuple[int, str]:
+    """Where a binary whose reset handler is at ``reset`` was most likely linked, and why.
+
+    The vector table sits at the link address and the handlers follow it, in the binary:
+    so the link address is at most the lowest handler that lies within the binary's length
+    below the reset handler, and the binary placed there must still reach the reset
+    handler. The start of the flash page holding that lowest handler (an application
+    behind a bootloader starts on a page of its own), else that handler rounded down to
+    the vector table's alignment, else the handler itself.
+    """
+    words = struct.unpack_from(f"<{min(len(data) // 4, _SYSTEM_VECTORS)}I", data)
+    handlers = [word & ~1 for word in words[1:]
+                if word & 1 and _page_of(word & ~1, flash) is not None and reset - len(data) < (word & ~1) <= reset]
+    lowest = min(handlers)
+    page = _page_of(lowest, flash)[0]
+    if reset < page + len(data):
+        return page, f"the start of the flash page holding its lowest exception handler, 0x{lowest:08X}"
+    aligned = lowest - lowest % _VTOR_ALIGN
+    if reset < aligned + len(data):
+        return aligned, (f"its lowest exception handler, 0x{lowest:08X}, rounded down to the vector "
+                         f"table's {_VTOR_ALIGN}-byte alignment")
+    return lowest, "its lowest exception handler"

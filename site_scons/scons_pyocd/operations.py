@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import records, report
 from .errors import FlashError
-from .images import EXTENSIONS, Image, check_fits, load_image
+from .images import EXTENSIONS, Image, check_fits, check_vector_table, load_image
 from .session import Connection, Settings, find_probe, fit_regions
 
 Say = Callable[[str], None]
@@ -57,6 +57,26 @@ def default_base_address(target: str) -> Optional[int]:
     memory_map = _memory_map(target)
     boot = memory_map.get_boot_memory() if memory_map is not None else None
     return boot.start if boot is not None else None
+
+
+def memory_ranges(target: str, memory_map=None):
+    """``(flash, ram)`` of ``memory_map``, else of the pyOCD target class (without connecting),
+    as :func:`images.check_vector_table` takes them; empty lists when the target is unknown."""
+    memory_map = memory_map if memory_map is not None else _memory_map(target)
+    if memory_map is None:
+        return [], []
+    from pyocd.core.memory_map import MemoryType
+    return ([(r.start, r.end + 1, r.sector_size or r.blocksize or 1)
+             for r in memory_map.iter_matching_regions(type=MemoryType.FLASH)],
+            [(r.start, r.end + 1) for r in memory_map.iter_matching_regions(type=MemoryType.RAM)])
+
+
+def load_at_flash_start(path: str, start: int, target: str, memory_map=None) -> Image:
+    """A raw binary given no base address, at the flash start ``start``, unless its vector
+    table says it was linked elsewhere (:func:`images.check_vector_table`)."""
+    image = load_image(path, start)
+    check_vector_table(image, *memory_ranges(target, memory_map))
+    return image
 
 
 def check_target_definition(target: str) -> None:
@@ -113,7 +133,9 @@ def _load(path: str, base_address: Optional[int], target: str) -> Optional[Image
         base_address = default_base_address(target)
         if base_address is None:
             return None
-    image = load_image(path, base_address)
+        image = load_at_flash_start(path, base_address, target)
+    else:
+        image = load_image(path, base_address)
     _check_fits_offline(image, target)
     return image
 
@@ -212,7 +234,8 @@ def _flash(path, settings, probe, base_address, job, check, force, say, name, pa
         with Connection.open(settings, found) as connection:
             connection.check_identity()
             if image is None:
-                image = load_image(path, connection.flash_start())
+                image = load_at_flash_start(path, connection.flash_start(), settings.target,
+                                            connection.target.memory_map)
             record.see_chip(connection.chip_unique_id(), connection.target_name)
             facts = _facts(image, path, connection, probe_id, job)
             if check:
@@ -271,7 +294,8 @@ def _verify(path, settings, probe, base_address, job, say, name, started) -> str
         with Connection.open(settings, found) as connection:
             connection.check_identity()
             if image is None:
-                image = load_image(path, connection.flash_start())
+                image = load_at_flash_start(path, connection.flash_start(), settings.target,
+                                            connection.target.memory_map)
             record.see_chip(connection.chip_unique_id(), connection.target_name)
             connection.check_fits(image)
             try:
@@ -289,8 +313,10 @@ def _verify(path, settings, probe, base_address, job, say, name, started) -> str
 def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Range]] = None,
           job: Job = Job(), say: Say = print, image_path: Optional[str] = None,
           base_address: Optional[int] = None) -> str:
-    """Mass erase (``ranges`` and ``image_path`` None), or erase the pages overlapping
-    ``ranges``, or the pages the image file ``image_path`` occupies."""
+    """Mass erase (``ranges`` and ``image_path`` None); or erase the pages overlapping
+    ``ranges``; or erase the bytes of the image file ``image_path``: its pages are erased
+    and the bytes beside it in pages it shares with other data are written back (it is
+    flashed as all 0xFF), so nothing the user did not ask to erase is lost."""
     try:
         return _erase(settings, probe, ranges, job, say, image_path, base_address, time.monotonic())
     finally:
@@ -308,26 +334,32 @@ def _erase(settings, probe, ranges, job, say, image_path, base_address, started)
         with Connection.open(settings, found) as connection:
             connection.check_identity()
             record.see_chip(connection.chip_unique_id(), connection.target_name)
-            if image_path:
-                if image is None:
-                    image = load_image(image_path, connection.flash_start())
-                connection.check_fits(image)
-                ranges = connection.pages(image)
-            what = "mass erase" if ranges is None else "page erase"
+            what = "mass erase" if ranges is None and not image_path else "page erase"
             reason = f"{what} by scons erase from {job.project or '?'}"
             events: List[Tuple[str, Optional[List[Range]]]] = []
 
             def before_write(spans):
                 events.append((record.invalidate(spans, reason), spans))
 
-            line = connection.erase(ranges, before_write)
-            if events and events[0][1] is not None:
-                erased = {lo: bytes([0xFF]) * (hi - lo) for lo, hi in _split_pages(connection, events[0][1])}
-                record.learn({lo: binascii.crc32(data) & 0xFFFFFFFF for lo, data in erased.items()}, erased,
-                             reason, event=events[0][0], touched=events[0][1])
+            if image_path:
+                if image is None:
+                    image = load_at_flash_start(image_path, connection.flash_start(), settings.target,
+                                                connection.target.memory_map)
+                connection.check_fits(image)
+                blank = Image([(lo, b"\xff" * (hi - lo)) for lo, hi in image.ranges()], image.source, image.fmt)
+                result = connection.flash(blank, before_write)
+                record.learn(result.page_crcs, result.written, reason, event=events[0][0] if events else None,
+                             touched=events[0][1] if events else [])
+                pages = len(connection.pages(image))
+                line = (f"erase {connection.target_name} via {probe_id}: {image.source} "
+                        f"({pages} page{'s' if pages != 1 else ''}; other data in them kept)")
+            else:
+                line = connection.erase(ranges, before_write)
+                if events and events[0][1] is not None:
+                    erased = {lo: b"\xff" * (hi - lo) for lo, hi in _split_pages(connection, events[0][1])}
+                    record.learn({lo: binascii.crc32(data) & 0xFFFFFFFF for lo, data in erased.items()}, erased,
+                                 reason, event=events[0][0], touched=events[0][1])
     records.remember_resolved_probe(probe, probe_id)
-    if image_path and image is not None:
-        line += f" (the pages of {image.source})"
     return f"{line} in {time.monotonic() - started:.1f} s"
 
 

@@ -53,14 +53,15 @@ SAFE_OPTIONS = {
 def _pyocd(probe: Optional[str] = None, simulated: bool = False):
     """Import pyOCD and make this package's targets known to it; the simulated probe type too
     when ``probe`` names a simulated board (``sim-...``), when ``simulated`` asks for it
-    (listing probes), or when ``probe`` is '' (any attached probe, simulated boards
-    included) and the simulator is installed. None: no probe is looked for (targets only).
+    (listing probes, or ``SCONS_PYOCD_SIM_LIST=1``), or when ``probe`` is '' (any attached
+    probe) and the simulator is installed. None: no probe is looked for (targets only).
     A real probe's id never imports the simulator (see :mod:`.sim_plugin`). A simulated
     board without the simulator installed is a FlashError saying what to install."""
     import pyocd.core.exceptions
     from . import sim_plugin, targets
     targets.register()
     named = probe is not None and sim_plugin.is_simulated(probe)
+    simulated = simulated or sim_plugin.listing_enabled()      # SCONS_PYOCD_SIM_LIST=1: the user asks
     if not (named or simulated or (probe == "" and sim_plugin.simulator_installed())):
         return pyocd
     if not sim_plugin.simulator_installed():
@@ -522,7 +523,7 @@ class Connection:
         return merge((page, page + region.page_size) for region, page in geometry.touched(image.ranges()))
 
     def pages(self, image: Image) -> List[Range]:
-        """Every flash page the image touches, as (start, end)."""
+        """Every flash page the image touches, as ``(start, end)``, in address order."""
         return [(page, page + region.page_size) for region, page in self.geometry().touched(image.ranges())]
 
     def page_size_at(self, address: int) -> int:
@@ -667,7 +668,7 @@ class Connection:
         seconds = time.monotonic() - started
         self._progress.done()
         with translate(self.probe_id, f"flashing {image.source}"):
-            ex.finish(reset_follows=self.settings.reset != "none")
+            ex.finish(reset_follows=self.resets_the_chip())
         self.reset_after()
         written = {w.address: w.data for w in plan.program}
         for region in plan.mass_erase:     # every other page of a mass-erased region ends blank
@@ -712,7 +713,7 @@ class Connection:
             before_write(None)
             with translate(self.probe_id, "erasing the chip"):
                 self.executor().erase(geometry.regions, None, self._progress)
-                self.executor().finish(reset_follows=self.settings.reset != "none")
+                self.executor().finish(reset_follows=self.resets_the_chip())
             self.reset_after()
             return f"erase {self.target_name} via {self.probe_id}: mass erase"
         pages: List[int] = []
@@ -729,10 +730,16 @@ class Connection:
         before_write(spans)
         with translate(self.probe_id, "erasing sectors"):
             self.executor().erase(geometry.regions, pages, self._progress)
-            self.executor().finish(reset_follows=self.settings.reset != "none")
+            self.executor().finish(reset_follows=self.resets_the_chip())
         self.reset_after()
         return (f"erase {self.target_name} via {self.probe_id}: {len(pages)} sectors, "
                 f"0x{spans[0][0]:08X}-0x{spans[-1][1] - 1:08X}")
+
+    def resets_the_chip(self) -> bool:
+        """Whether :meth:`reset_after` resets the whole chip (clocks, flash controller), not the
+        core alone: pyOCD's core-only reset types (``reset_type`` in ``PYOCD_OPTIONS``) do not."""
+        core_only = {"sw_core", "sw_vectreset", "sw_emulated"}
+        return self.settings.reset != "none" and str(self.settings.options.get("reset_type", "")) not in core_only
 
     def reset_after(self) -> None:
         mode = self.settings.reset
@@ -1029,7 +1036,9 @@ class _FpecExecutor:
         if not self.loaded:
             self._ensure()
             self.clock_pending = self.raise_clock
-        if self.clock_pending and calls:
+        c = self.c
+        busy = any(code not in (c.ERASE, c.MASS) for call in calls for code, _ in call.commands())
+        if self.clock_pending and busy:     # erasing alone gains nothing from a faster core
             calls[0].raise_clock_first()
             self.clock_pending = False
 
@@ -1085,7 +1094,7 @@ class _FpecExecutor:
         on_chip = len(calls) == 1 and len(expected) > 8
         if on_chip:     # a second call compares the CRCs with what the image gives
             survey = calls[0]
-            before = sum(c._result_words(kind, count) for kind, _, _, count in survey.checks
+            before = sum(c.result_words(kind, count) for kind, _, _, count in survey.checks
                          if kind != c.CRC)
             survey.read = before
             compare = c.Call(self.halves[1][0])

@@ -5,8 +5,9 @@ point must neither import the simulator (and Unicorn, 56 MB) on a real-hardware 
 nor break pyOCD where the simulator is not installed (``pip install scons-pyocd``
 without the ``[sim]`` extra). :class:`SimProbePlugin` loads only when Unicorn is
 installed, and what it registers, :class:`SimProbeFinder`, imports the simulator only
-when a simulated board is asked for (an id starting with ``sim-``, or ``sim:<id>``) or
-one exists and pyOCD lists all probes. A real probe's id never imports it.
+when a simulated board is asked for (an id starting with ``sim-``, or ``sim:<id>``), or
+when one exists and pyOCD lists all probes with ``SCONS_PYOCD_SIM_LIST=1``. A real
+probe's id never imports it.
 """
 
 import importlib.util
@@ -18,6 +19,17 @@ PREFIX = "sim-"
 def simulator_installed() -> bool:
     """Whether the simulator can run here (Unicorn is installed); imports nothing."""
     return importlib.util.find_spec("unicorn") is not None
+
+
+#: The environment switch that shows simulated boards in pyOCD's enumeration (the same name as
+#: :data:`scons_pyocd.sim.probe.LIST_ENV`; read here without importing the simulator).
+LIST_ENV = "SCONS_PYOCD_SIM_LIST"
+
+
+def listing_enabled() -> bool:
+    """Whether ``SCONS_PYOCD_SIM_LIST`` asks for simulated boards when pyOCD lists probes."""
+    import os
+    return os.environ.get(LIST_ENV, "").strip().lower() in ("1", "yes", "true", "on")
 
 
 def is_simulated(probe_id: str) -> bool:
@@ -45,6 +57,8 @@ def _classes() -> dict:
 
         @classmethod
         def get_all_connected_probes(cls, unique_id: Optional[str] = None, is_explicit: bool = False) -> List:
+            if not (is_explicit or listing_enabled()):     # hidden unless asked for (sim.probe)
+                return []
             from .sim.board import list_boards     # the boards' state files only, no Unicorn
             boards = [b for b in list_boards() if unique_id is None or unique_id.lower() in b.lower()]
             return cls._simulator().get_all_connected_probes(unique_id, is_explicit) if boards else []

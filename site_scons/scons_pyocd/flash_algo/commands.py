@@ -137,7 +137,7 @@ class Call:
 
     @property
     def results_words(self) -> int:
-        return sum(_result_words(kind, count) for kind, _, _, count in self.checks)
+        return sum(result_words(kind, count) for kind, _, _, count in self.checks)
 
     @property
     def size(self) -> int:
@@ -175,7 +175,7 @@ class Call:
         i differs."""
         out, at = [], 0
         for kind, address, size, count in self.checks:
-            if at + _result_words(kind, count) > len(results):
+            if at + result_words(kind, count) > len(results):
                 break
             if kind == CMP:
                 n = (count + 31) // 32
@@ -194,7 +194,7 @@ class Call:
         return out
 
 
-def _result_words(kind: int, count: int) -> int:
+def result_words(kind: int, count: int) -> int:
     if kind == BLANK:
         return (count + 3) // 4
     if kind == CMP:
@@ -246,7 +246,7 @@ def check_calls(checks: Sequence[Tuple[int, int, int]], halves: Sequence[Tuple[i
     for kind, address, size, count in runs_:
         while count:
             n = count if call is not None else 0
-            while n and call.size + 12 + 4 * _result_words(kind, n) > length:
+            while n and call.size + 12 + 4 * result_words(kind, n) > length:
                 n -= 1
             if n == 0:
                 base, length = halves[len(calls) % len(halves)]
