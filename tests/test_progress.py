@@ -207,7 +207,7 @@ def test_one_result_line_per_operation(project, tmp_path):
                         r"verified \(crc\)", line), line
     assert re.fullmatch(r"flash is up to date \(image fw\.hex [0-9a-f]{12} at 0x08000000-0x08004FFF, board sim-a, "
                         r"flashed [-0-9: ]+\)", project.run("flash").stdout.strip())
-    assert re.fullmatch(r"verify stm32f100rb via sim-a: fw\.hex 0x08000000-0x08004FFF matches \(crc\) in \d+\.\d s",
+    assert re.fullmatch(r"verify stm32f100rb via sim-a: fw\.hex matches \(crc\): 0x08000000-0x08004FFF in \d+\.\d s",
                         project.run("verify").stdout.strip())
     # Two images on one board: the lines tell them apart.
     project.image(random_image(2 * PAGE, seed=3), "boot.hex", base=FLASH_BASE + 64 * PAGE)

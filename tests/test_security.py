@@ -46,7 +46,7 @@ def test_hostile_file_names_flash_verify_and_erase_and_run_nothing(tmp_path, nam
     result = p.run("flash")
     assert "flash stm32f100rb via sim-sec: " in result.stdout
     assert p.board.read_flash(FLASH_BASE, len(data)) == data
-    assert f"{name} 0x08000000-0x08000C00 matches (crc)" in p.run("verify").stdout
+    assert f"{name} matches (crc): 0x08000000-0x08000C00 in " in p.run("verify").stdout
     assert p.run("flash").stdout.startswith("flash is up to date")
     p.run("erase")
     assert p.board.read_flash() == b"\xff" * (128 * PAGE)

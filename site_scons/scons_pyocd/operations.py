@@ -220,7 +220,6 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
 def _flash(path, settings, probe, base_address, job, check, force, say, name, page_map, started) -> str:
     check_target_definition(settings.target)
     image = _load(path, base_address, settings.target)
-    _phase(settings, "connecting")
     found = find_probe(probe)
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
@@ -231,6 +230,7 @@ def _flash(path, settings, probe, base_address, job, check, force, say, name, pa
             # another build flashed it while this one waited for the probe
             records.remember_resolved_probe(probe, probe_id)
             return f"flash is up to date ({record.describe(job.owner, name)})"
+        _phase(settings, "connecting")
         with Connection.open(settings, found) as connection:
             connection.check_identity()
             if image is None:
@@ -285,12 +285,12 @@ def verify(path: str, settings: Settings, probe: str = "", base_address: Optiona
 
 def _verify(path, settings, probe, base_address, job, say, name, started) -> str:
     image = _load(path, base_address, settings.target)
-    _phase(settings, "connecting")
     found = find_probe(probe)
     probe_id = found.unique_id
     mode = settings.verify if settings.verify != "none" else "crc"
     with records.probe_lock(probe_id, on_wait=say):
         record = records.BoardRecord(probe_id)
+        _phase(settings, "connecting")
         with Connection.open(settings, found) as connection:
             connection.check_identity()
             if image is None:
@@ -306,7 +306,7 @@ def _verify(path, settings, probe, base_address, job, say, name, started) -> str
             record.learn(survey.page_crcs, {}, f"verify of {image.source}")
             target = connection.target_name
     records.remember_resolved_probe(probe, probe_id)
-    return (f"verify {target} via {probe_id}: {name} {report.span(image.ranges())} matches ({mode}) "
+    return (f"verify {target} via {probe_id}: {name} matches ({mode}): {report.span(image.ranges())} "
             f"in {time.monotonic() - started:.1f} s")
 
 
@@ -326,11 +326,11 @@ def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Range]]
 def _erase(settings, probe, ranges, job, say, image_path, base_address, started) -> str:
     check_target_definition(settings.target)
     image = _load(image_path, base_address, settings.target) if image_path else None
-    _phase(settings, "connecting")
     found = find_probe(probe)
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
         record = records.BoardRecord(probe_id)
+        _phase(settings, "connecting")
         with Connection.open(settings, found) as connection:
             connection.check_identity()
             record.see_chip(connection.chip_unique_id(), connection.target_name)
