@@ -20,10 +20,17 @@ if str(SITE_SCONS) not in sys.path:
 
 
 def private_state() -> Path:
-    """Point the tool and the simulator at a fresh temporary state directory."""
+    """Point the tool and the simulator at a fresh temporary state directory.
+
+    The processes the benchmarks start cache their compiled bytecode (in the run's temporary
+    directory, ``PYTHONPYCACHEPREFIX``), as an installed tool's imports do: an environment
+    with ``PYTHONDONTWRITEBYTECODE`` set would make every ``scons`` recompile the tool's
+    modules from source and charge that to the no-op."""
     root = Path(tempfile.mkdtemp(prefix="scons-pyocd-bench-"))
     os.environ["SCONS_PYOCD_STATE_DIR"] = str(root)
     os.environ["SCONS_PYOCD_SIM_DIR"] = str(root / "sim")
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITE_SCONS), os.environ.get("PYTHONPATH")]))
     return root
 

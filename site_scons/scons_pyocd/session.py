@@ -17,20 +17,20 @@ directory (pyOCD ``chdir``s into it, which would disturb a parallel build).
 ``PYOCD_OPTIONS`` can turn either back on (see the user guide).
 """
 
+from __future__ import annotations
+
 import contextlib
 import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from . import usb_access
 from .errors import FlashError
 from .images import Image, check_fits
-from .plan import (Answers, Costs, Geometry, Options, PageState, Plan, PlanError, Query, Region, Step,
-                   blank_check_ranges, crc32, estimate_survey, intersect, make_plan, merge, needs_reading,
-                   page_states, states_from_data, subtract, survey_query, untouched_states)
-from .plan import preview as plan_preview
+if TYPE_CHECKING:      # .plan is imported where it is used: a no-op build importing this module skips it
+    from .plan import Geometry, Options, PageState, Plan, Query, Region, Step  # noqa: F401
 from .targets import IDENTITIES
 
 Range = Tuple[int, int]
@@ -519,6 +519,7 @@ class Connection:
 
     def sectors(self, image: Image) -> List[Range]:
         """The page-aligned ranges an image's data falls in (merged)."""
+        from .plan import merge
         geometry = self.geometry()
         return merge((page, page + region.page_size) for region, page in geometry.touched(image.ranges()))
 
@@ -578,6 +579,7 @@ class Connection:
 
     # -- planning ---------------------------------------------------------------------------
     def options(self) -> Options:
+        from .plan import Options
         s = self.settings
         return Options(erase=s.erase, verify=s.verify,
                        keep_unwritten=bool(s.options.get("keep_unwritten", True)))
@@ -590,6 +592,8 @@ class Connection:
 
     def _facts(self, image: Image, options: Options, doing: str) -> Tuple[Dict[int, PageState], List[Step]]:
         """Ask the chip what the plan needs to know (see :func:`.plan.make_plan`)."""
+        from .plan import (Step, blank_check_ranges, estimate_survey, intersect, merge, needs_reading,
+                           states_from_data, survey_query, untouched_states)
         geometry = self.geometry()
         ex = self.executor()
         chip: Dict[int, PageState] = {}
@@ -630,6 +634,7 @@ class Connection:
     def plan(self, image: Image) -> Plan:
         """Check the chip, ask it what the plan needs, and plan the flash of ``image`` (nothing
         is written). With ``settings.debug`` the plan is printed on stderr."""
+        from .plan import PlanError, make_plan
         self.check_identity()
         self.check_fits(image)
         options = self.options()
@@ -707,6 +712,7 @@ class Connection:
               before_write: BeforeWrite = lambda ranges: None) -> str:
         """Mass erase (``ranges`` None), or erase every page overlapping ``ranges``; return
         the line to print."""
+        from .plan import merge
         self.check_identity()
         geometry = self.geometry()
         if ranges is None:
@@ -753,6 +759,7 @@ class Connection:
     def survey(self, image: Image) -> Survey:
         """The CRC of every page ``image`` touches, as the chip holds it, and which of them differ
         from the image inside its ranges."""
+        from .plan import survey_query
         self.check_fits(image)
         geometry = self.geometry()
         ex = self.executor()
@@ -835,6 +842,8 @@ def preview(image: Image, settings: Settings) -> Optional[str]:
     """The plan of a flash of ``image`` as far as it is known without the chip (``scons -n``):
     from the pyOCD target class's memory map, without opening a probe. None when the target
     is not known offline."""
+    from .plan import Costs, Options, PlanError
+    from .plan import preview as plan_preview
     if not settings.target:
         return None
     _pyocd()
@@ -862,6 +871,7 @@ def geometry_of(regions) -> Geometry:
     ``erase_sector_weight`` (one page erase), ``erase_all_weight`` (mass erase, when the
     algorithm has EraseChip), ``program_page_weight`` (one pyOCD page, spread over its
     program units). Regions sharing one flash algorithm are one mass-erase group."""
+    from .plan import Geometry, Region
     out = []
     for r in regions:
         size = r.sector_size or r.blocksize
@@ -916,6 +926,7 @@ class _FpecExecutor:
     how_compared = "by on-chip CRC (CRC unit)"
 
     def __init__(self, connection: Connection, region, ext: Mapping[str, Any]):
+        from .plan import Costs
         from .flash_algo import commands
         self.c = commands
         self.connection = connection
@@ -1083,6 +1094,7 @@ class _FpecExecutor:
         """Answer ``query`` with the CRC unit. The comparisons are CRCs of the chip's ranges;
         when there are many, the values the image should give are loaded while the CRCs run and
         compared on the chip, so only a bit per range comes back."""
+        from .plan import Answers, crc32, page_states
         c = self.c
         answers = Answers()
         expected = [c.unit_crc(image.data_at(a, n)) for a, n in query.compares]
@@ -1253,6 +1265,7 @@ class _PyocdExecutor:
     how_compared = "by reading them back (or pyOCD's on-chip CRC analyzer)"
 
     def __init__(self, connection: Connection, regions):
+        from .plan import Costs
         self.connection = connection
         self.target = connection.target
         self.regions = list(regions)
@@ -1279,6 +1292,7 @@ class _PyocdExecutor:
     def _page_data(self, image: Image, geometry: Geometry, pages: Sequence[int]) -> Dict[int, bytes]:
         """The pages as the chip holds them; pages inside analyzer blocks whose CRC matches the
         image's are taken from the image instead of read."""
+        from .plan import crc32, merge
         known: Dict[int, bytes] = {}
         by_region: Dict[int, List[int]] = {}
         for page in pages:
@@ -1310,6 +1324,7 @@ class _PyocdExecutor:
 
     def answer(self, image: Image, geometry: Geometry, query: Query, progress: Progress,
                crcs_of_differing: bool = False) -> Dict[int, PageState]:
+        from .plan import states_from_data
         data = self._page_data(image, geometry, query.pages)
         progress.advance(len(query.pages))
         return states_from_data(image, geometry, data)
@@ -1405,8 +1420,19 @@ def fit_regions(name: str, regions) -> List[Tuple[str, int, int]]:
     return [(f"{name} {r.name or 'flash'}", r.start, r.length) for r in regions]
 
 
-#: Kept for callers of the earlier names.
-_merge, _intersect, _subtract = merge, intersect, subtract
+def _merge(ranges):
+    from .plan import merge
+    return merge(ranges)
+
+
+def _intersect(a, b):
+    from .plan import intersect
+    return intersect(a, b)
+
+
+def _subtract(ranges, holes):
+    from .plan import subtract
+    return subtract(ranges, holes)
 
 
 def _first_difference(image: Image, base: int, found: bytes, expected: bytes) -> Optional[Mismatch]:
