@@ -51,9 +51,14 @@ PEAK_LAUNCHER = textwrap.dedent("""\
     """)
 
 
-def counters(board: str) -> Dict[str, float]:
+def board_state(board: str):
+    """The benchmark's own simulated board, created the first time it is used."""
     from scons_pyocd.sim.board import BoardState
-    return BoardState(board).counters()
+    return BoardState.create(board, exist_ok=True)
+
+
+def counters(board: str) -> Dict[str, float]:
+    return board_state(board).counters()
 
 
 def delta(before: Dict[str, float], after: Dict[str, float]) -> Dict[str, float]:
@@ -63,16 +68,14 @@ def delta(before: Dict[str, float], after: Dict[str, float]) -> Dict[str, float]
 def set_board(board: str, data: Optional[bytes] = None) -> None:
     """Factory state (erased, healthy), then ``data`` at the start of flash, written behind
     every tool's back: the chip holds it, no record says so."""
-    from scons_pyocd.sim.board import BoardState
-    state = BoardState(board)
+    state = board_state(board)
     state.restore_factory()
     if data is not None:
         state.write_flash(FLASH_BASE, data)
 
 
 def holds(board: str, data: bytes) -> bool:
-    from scons_pyocd.sim.board import BoardState
-    return BoardState(board).read_flash(FLASH_BASE, len(data)) == data
+    return board_state(board).read_flash(FLASH_BASE, len(data)) == data
 
 
 class Run:

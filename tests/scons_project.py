@@ -55,11 +55,14 @@ def write_image(path: Path, data: bytes, base: int = FLASH_BASE) -> None:
 
 
 class Project:
-    def __init__(self, directory: Path, board: str, copy_site_scons: bool = False):
+    """A project folder flashing simulated board ``board``, which it creates unless it exists
+    (``create_board=False``: it does not, and ``board`` stays None until it does)."""
+
+    def __init__(self, directory: Path, board: str, copy_site_scons: bool = False, create_board: bool = True):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.board_id = board
-        self.board = BoardState(board)
+        self.board = BoardState.create(board, exist_ok=True) if create_board else None
         self.copy_site_scons = copy_site_scons
         if copy_site_scons:
             shutil.copytree(SITE_SCONS, self.dir / "site_scons", ignore=shutil.ignore_patterns("__pycache__"))

@@ -188,7 +188,7 @@ def test_firmware_blinks_on_the_simulated_board(blinky):
     from scons_pyocd.sim.board import BoardState, FLASH_BASE as SIM_FLASH_BASE
     from scons_pyocd.sim.firmware import run_firmware
 
-    board = BoardState("blinky-test")
+    board = BoardState.create("blinky-test")
     board.erase_flash()
     board.write_flash(SIM_FLASH_BASE, blinky.bin.read_bytes())
     run = run_firmware("blinky-test", max_instructions=50_000_000, max_led_events=6)

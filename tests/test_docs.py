@@ -9,11 +9,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "site_scons" / "scons_pyocd"
-ERRORS = {"FlashError", "UserError", "Interrupted"}
+ERRORS = {"FlashError", "UserError", "Interrupted", "NoSuchBoard", "InvalidBoardId", "BoardExists"}
 #: Where each source's messages must be documented.
 SOURCES = {
     "troubleshooting.md": [PACKAGE / name for name in ("builders.py", "operations.py", "session.py",
                                                        "records.py", "options.py", "paths.py")]
+                          + [PACKAGE / "sim" / "board.py"]
                           + [ROOT / "site_scons" / "site_tools" / "pyocd.py", ROOT / "SConstruct", ROOT / "examples" / "blinky" / "SConscript"],
     "images.md": [PACKAGE / "images.py"],
 }

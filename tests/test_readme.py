@@ -11,7 +11,7 @@ import pytest
 
 from scons_project import scons_command
 from scons_pyocd.images import load_image
-from scons_pyocd.sim.board import FLASH_BASE, BoardState
+from scons_pyocd.sim.board import FLASH_BASE, BoardState, list_boards
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,11 +52,13 @@ def clone(tmp_path):
 
 
 def test_the_demo_builds_and_flashes_the_simulated_board_then_is_a_no_op(clone, arm_toolchain):
-    board = BoardState("sim-vldiscovery")
+    assert list_boards() == []                              # a fresh machine: no simulated board yet
     run = lambda *args: subprocess.run(scons_command() + list(args), cwd=clone, capture_output=True,
                                        text=True, timeout=600)
     first = run("flash")
     assert first.returncode == 0, first.stdout + first.stderr
+    board = BoardState("sim-vldiscovery")                   # the demo created its own board
+    assert board.counters()["connects"] == 1
     assert re.search(r"^flash stm32f100rb via sim-vldiscovery: 1 of 1 pages changed, .* verified \(crc\)$",
                      first.stdout, re.M), first.stdout
     image = load_image(clone / "build" / "blinky" / "blinky.hex")
@@ -75,6 +77,15 @@ def test_the_demo_builds_and_flashes_the_simulated_board_then_is_a_no_op(clone, 
     blink = run("-Q", "blink")
     assert blink.returncode == 0, blink.stdout + blink.stderr
     assert "PC8 (blue LED) on" in blink.stdout and "PC9 (green LED) on" in blink.stdout
+
+
+def test_the_demo_creates_only_its_own_board_and_refuses_a_mistyped_one(clone, arm_toolchain):
+    result = subprocess.run(scons_command() + ["-Q", "flash", "--probe=sim-vldiscovry"], cwd=clone,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "no simulated board 'sim-vldiscovry': no simulated board exists yet" in result.stderr
+    assert "scons-pyocd-sim create sim-vldiscovry" in result.stderr and "Traceback" not in result.stderr
+    assert list_boards() == []
 
 
 def test_blink_refuses_a_real_probe(clone):

@@ -11,6 +11,7 @@
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,13 +83,16 @@ def test_state_is_private_per_user_and_never_in_tmp(tmp_path):
     home.mkdir()
     tmpdir = tmp_path / "tmpdir"
     tmpdir.mkdir()
-    p = Project(tmp_path / "proj", "sim-private")      # (its BoardState helper uses the test's dir)
+    p = Project(tmp_path / "proj", "sim-private", create_board=False)
     data = random_image(2 * PAGE, seed=4)
     p.image(data)
     p.sconstruct("env.FlashAliases('{image}')\n")
     env = {k: v for k, v in os.environ.items()
            if k not in ("SCONS_PYOCD_STATE_DIR", "SCONS_PYOCD_SIM_DIR", "XDG_STATE_HOME")}
     env.update(HOME=str(home), TMPDIR=str(tmpdir))
+    created = subprocess.run([sys.executable, "-m", "scons_pyocd.sim", "create", "sim-private"], env=env,
+                             capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.umask(0))
+    assert created.returncode == 0, created.stderr
     for args in (["flash"], ["verify"]):
         result = subprocess.run(scons_command() + ["-Q", *args], cwd=p.dir, env=env, capture_output=True,
                                 text=True, timeout=300, preexec_fn=lambda: os.umask(0))

@@ -57,7 +57,7 @@ def synthetic_image(size, seed=1):
 
 @pytest.fixture
 def board():
-    return BoardState("sim-test")
+    return BoardState.create("sim-test")
 
 
 # -- discovery and identity -------------------------------------------------------------
@@ -74,6 +74,8 @@ def test_probe_is_found_by_id_and_reports_the_stm32f100rb(board):
 
 
 def test_two_boards_are_independent(tmp_path):
+    BoardState.create("sim-a")
+    BoardState.create("sim-b")
     image = tmp_path / "a.bin"
     image.write_bytes(synthetic_image(3000))
     program("sim-a", image, base_address=FLASH_BASE)
@@ -376,28 +378,27 @@ def test_power_loss_leaves_a_half_programmed_page(board, tmp_path, halfwords):
 
 # -- command line ------------------------------------------------------------------------------------------
 
-def test_pyocd_command_line_lists_and_flashes_the_board(tmp_path):
-    """Needs the package's pyocd.probe entry point (pip install)."""
+def test_pyocd_command_line_flashes_a_board_by_its_id(tmp_path):
+    """Needs the package's pyocd.probe entry point (pip install). Listing: tests/test_sim_boards.py."""
     from importlib.metadata import entry_points
     if not [ep for ep in entry_points(group="pyocd.probe") if ep.name == "sim"]:
         pytest.skip("scons-pyocd is not pip-installed: no pyocd.probe entry point")
+    BoardState.create("sim-cli")
     data = synthetic_image(4096, seed=11)
     image = tmp_path / "img.bin"
     image.write_bytes(data)
-    env = dict(os.environ)
-    run = dict(capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    run = dict(capture_output=True, text=True, cwd=tmp_path, timeout=120)
     out = subprocess.run([sys.executable, "-m", "pyocd", "flash", "-u", "sim-cli", "-t", "stm32f100rb",
                           "--base-address", hex(FLASH_BASE), str(image)], **run)
     assert out.returncode == 0, out.stderr
     assert BoardState("sim-cli").read_flash(FLASH_BASE, len(data)) == data
-    out = subprocess.run([sys.executable, "-m", "pyocd", "list"], **run)
-    assert "sim-cli" in out.stdout
 
 
 def test_sim_command_counters_faults_and_identity():
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "scons_pyocd.sim", *args], capture_output=True, text=True,
                               check=True).stdout
+    cli("create", "sim-c")
     cli("fault", "sim-c", "disconnect_after", "10")
     assert BoardState("sim-c").faults() == {"disconnect_after": 10}
     cli("fault", "sim-c", "--clear")

@@ -329,9 +329,12 @@ def test_nuttx_v1_v2_v3_program_the_pages_that_differ(project, shared_firmware):
         project.run("verify")
 
 
-def test_default_probe_is_the_only_one_attached_and_several_are_listed(project, tmp_path):
+def test_default_probe_is_the_only_one_attached_and_several_are_listed(project, tmp_path, monkeypatch):
     project.sconstruct(ALIASES, probe="")
     project.board.erase_flash()                   # sim-a exists: the only board
+    result, delta = project.counters_after("flash", check=False)
+    assert "no debug probe found" in result.stderr and delta["connects"] == 0   # hidden from enumeration
+    monkeypatch.setenv("SCONS_PYOCD_SIM_LIST", "1")                             # unless asked for
     _, delta = project.counters_after("flash")
     assert delta["halfwords_programmed"] == SIZE // 2
     _, delta = project.counters_after("flash")
@@ -341,7 +344,8 @@ def test_default_probe_is_the_only_one_attached_and_several_are_listed(project, 
     assert "several debug probes are attached: sim-a" in result.stderr and "sim-second" in result.stderr
 
 
-def test_unknown_probe_lists_the_attached_ones(project):
+def test_unknown_probe_lists_the_attached_ones(project, monkeypatch):
+    monkeypatch.setenv("SCONS_PYOCD_SIM_LIST", "1")
     result = project.run("flash", "--probe=stlink-0042", check=False)
     assert "no probe matches PYOCD_PROBE='stlink-0042': attached probes are: sim-a" in result.stderr
 

@@ -81,8 +81,21 @@ def state_dir(name: str) -> Path:
 
 
 def sim_root() -> Path:
-    """The directory holding one sub-directory per simulated board."""
+    """The directory holding one sub-directory per simulated board (created 0700 if missing,
+    the state directory above it too)."""
     env = os.environ.get("SCONS_PYOCD_SIM_DIR")
     if env:
         return private_dir(Path(env).expanduser(), follow=True)
     return private_dir(state_root() / "sim")
+
+
+def sim_root_path() -> Path:
+    """Where :func:`sim_root` is, without creating or checking anything (to look for boards)."""
+    env = os.environ.get("SCONS_PYOCD_SIM_DIR")
+    if env:
+        return Path(env).expanduser()
+    env = os.environ.get("SCONS_PYOCD_STATE_DIR")
+    if env:
+        return Path(env).expanduser() / "sim"
+    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(xdg) / "scons-pyocd" / "sim"

@@ -10,8 +10,10 @@ alike. Its parts:
 - system memory with the flash size register (0x1FFFF7E0) and the 96-bit unique
   id (0x1FFFF7E8), and the option bytes at 0x1FFFF800;
 - 8 KiB SRAM (held by the core's Unicorn instance);
-- the peripherals the flash algorithm and a firmware's start-up touch (RCC,
-  AFIO, GPIOA-E, FPEC, CRC) as plain registers;
+- the RCC (:mod:`.rcc`: oscillators, PLL, clock switching, the AHB prescaler,
+  peripheral clock enables) and the CRC calculation unit (:mod:`.crc`);
+- the other peripherals a flash algorithm and a firmware's start-up touch
+  (AFIO, GPIOA-E) as plain registers;
 - the private peripheral bus: SCS (CPUID, AIRCR, DFSR, DHCSR, DCRSR, DCRDR,
   DEMCR), DWT (4 comparators), FPB (6 code comparators), ITM, TPIU, ETM,
   DBGMCU (IDCODE, CR) and the ROM table, with CoreSight component ids.
@@ -25,7 +27,9 @@ from typing import Optional
 
 from .board import BoardState, FLASH_BASE, FLASH_SIZE, PAGE_SIZE
 from .core import Core
+from .crc import CrcUnit
 from .fpec import BusFault, FlashController, PowerLost, OPTION_BYTES_BASE
+from .rcc import ResetClockControl
 from .timing import Timing
 
 SRAM_BASE, SRAM_SIZE = 0x20000000, 8 * 1024
@@ -33,6 +37,8 @@ SYSMEM_BASE, SYSMEM_SIZE = 0x1FFFF000, 0x800
 FLASH_SIZE_REG = 0x1FFFF7E0
 UNIQUE_ID_REG = 0x1FFFF7E8
 FPEC_BASE = 0x40022000
+RCC_BASE = 0x40021000
+CRC_BASE = 0x40023000
 
 # System control space and debug registers (ARMv7-M ARM, C1.6).
 CPUID, ICSR, VTOR, AIRCR, CPACR = 0xE000ED00, 0xE000ED04, 0xE000ED08, 0xE000ED0C, 0xE000ED88
@@ -68,14 +74,9 @@ PERIPHERALS = (
     (0x40010000, 0x400, "AFIO"),
     (0x40010800, 0x400, "GPIOA"), (0x40010C00, 0x400, "GPIOB"), (0x40011000, 0x400, "GPIOC"),
     (0x40011400, 0x400, "GPIOD"), (0x40011800, 0x400, "GPIOE"),
-    (0x40021000, 0x400, "RCC"),
-    (0x40023000, 0x400, "CRC"),
 )
-#: Reset values of the peripheral registers that are not zero (RM0041).
+#: Reset values of the plain peripheral registers that are not zero (RM0041).
 PERIPHERAL_RESET = {
-    0x40021000: 0x00000083,  # RCC_CR: HSION, HSIRDY, HSITRIM=16
-    0x40021014: 0x00000014,  # RCC_AHBENR: SRAM and FLITF clocks
-    0x40023000: 0xFFFFFFFF,  # CRC_DR
     **{base + off: 0x44444444 for base in (0x40010800, 0x40010C00, 0x40011000, 0x40011400, 0x40011800)
        for off in (0, 4)},   # GPIOx_CRL/CRH: floating inputs
 }
@@ -114,7 +115,9 @@ class Chip:
         self.flash = mmap.mmap(self._flash_file.fileno(), FLASH_SIZE)
         self.option_bytes = board.read_option_bytes()
         self.now = 0.0
-        self.counters = {k: 0 for k in ("resets", "pages_erased", "mass_erases", "halfwords_programmed")}
+        self.counters = {k: 0 for k in ("resets", "pages_erased", "mass_erases", "halfwords_programmed",
+                                        "crc_words", "crc_accesses_clock_off", "clock_out_of_spec",
+                                        "flash_ops_without_hsi")}
         self.halfwords_this_session = 0
         #: Injected faults of this session (see board.FAULTS); the probe fills it at open.
         self.board_faults = {}
@@ -122,6 +125,12 @@ class Chip:
         #: Called after each run of the core (the probe saves the counters then).
         self.on_core_stopped = None
         self.power = PowerState.ON
+        #: Device seconds per 16-bit unit of code at the current HCLK (kept by the RCC).
+        self.core_s_per_code_halfword = 0.0
+        self.rcc = ResetClockControl(self, on_clock_change=self._clock_changed)
+        self.crc = CrcUnit(self)
+        #: Device time of the core's last run (resume to halt), in seconds.
+        self.last_run_s = 0.0
         self.core = Core(self, SRAM_SIZE)
         self.fpec = FlashController(self)
         self.sysmem = self._system_memory()
@@ -146,6 +155,15 @@ class Chip:
         self._flash_file.close()
 
     # -- helpers --------------------------------------------------------------------------
+    def _clock_changed(self, hclk_hz: float) -> None:
+        self.core_s_per_code_halfword = self.timing.cycles_per_code_halfword / hclk_hz
+
+    @property
+    def hclk_hz(self) -> float:
+        """The AHB clock the core runs at now (Hz), from the RCC's configuration."""
+        self.rcc.advance()
+        return self.rcc.hclk_hz
+
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
 
@@ -183,8 +201,11 @@ class Chip:
         return None
 
     # -- the bus --------------------------------------------------------------------------
-    def bus_read(self, address: int, size: int) -> int:
-        """An AHB read of ``size`` bytes (1, 2 or 4) at ``address``; BusFault if not decoded."""
+    def bus_read(self, address: int, size: int, debug: bool = False) -> int:
+        """An AHB read of ``size`` bytes (1, 2 or 4) at ``address``; BusFault if not decoded.
+
+        ``debug``: the access comes from the debug port (AHB-AP), not the core.
+        """
         if self.power != PowerState.ON:
             raise PowerLost()
         offset = self.flash_offset(address)
@@ -200,11 +221,14 @@ class Chip:
         if OPTION_BYTES_BASE <= address < OPTION_BYTES_BASE + 16:
             off = address - OPTION_BYTES_BASE
             return int.from_bytes(self.option_bytes[off:off + size], "little")
+        if CRC_BASE <= address < CRC_BASE + 0x400:
+            return self.crc.read(address - CRC_BASE, size, debug=debug)
         word = self._read_register(address & ~3)
         shift = (address & 3) * 8
         return (word >> shift) & ((1 << (8 * size)) - 1)
 
-    def bus_write(self, address: int, size: int, value: int) -> None:
+    def bus_write(self, address: int, size: int, value: int, debug: bool = False) -> None:
+        """An AHB write of ``size`` bytes; BusFault if not decoded or refused. ``debug`` as for reads."""
         if self.power != PowerState.ON:
             raise PowerLost()
         value &= (1 << (8 * size)) - 1
@@ -222,6 +246,9 @@ class Chip:
             return
         if SYSMEM_BASE <= address < SYSMEM_BASE + SYSMEM_SIZE:
             raise BusFault(f"system memory is read-only (0x{address:08x})")
+        if CRC_BASE <= address < CRC_BASE + 0x400:
+            self.crc.write(address - CRC_BASE, size, value, debug=debug)
+            return
         base = address & ~3
         if size != 4:
             shift = (address & 3) * 8
@@ -233,6 +260,8 @@ class Chip:
         """The stored value behind a register, without read side effects (for sub-word writes)."""
         if address in (DHCSR,):
             return self.dhcsr_ctrl
+        if RCC_BASE <= address < RCC_BASE + 0x400:
+            return self.rcc.peek(address - RCC_BASE)
         return self.ppb.get(address, self.peripherals.get(address, 0))
 
     def _decode_fault(self, address: int):
@@ -241,6 +270,8 @@ class Chip:
     def _read_register(self, address: int) -> int:
         if FPEC_BASE <= address < FPEC_BASE + 0x400:
             return self.fpec.read(address - FPEC_BASE)
+        if RCC_BASE <= address < RCC_BASE + 0x400:
+            return self.rcc.read(address - RCC_BASE)
         for base, size, _name in PERIPHERALS:
             if base <= address < base + size:
                 return self.peripherals.get(address, 0)
@@ -251,6 +282,9 @@ class Chip:
     def _write_register(self, address: int, value: int) -> None:
         if FPEC_BASE <= address < FPEC_BASE + 0x400:
             self.fpec.write(address - FPEC_BASE, value)
+            return
+        if RCC_BASE <= address < RCC_BASE + 0x400:
+            self.rcc.write(address - RCC_BASE, value)
             return
         for base, size, _name in PERIPHERALS:
             if base <= address < base + size:
@@ -412,6 +446,7 @@ class Chip:
         start = self.now
         reason, detail = self.core.run(budget)
         self.core_busy_until = self.now
+        self.last_run_s = self.now - start
         self.now = start
         if self.on_core_stopped is not None:
             self.on_core_stopped()
@@ -448,7 +483,10 @@ class Chip:
                 self.lockup = True  # an erased vector table: the core cannot start
 
     def system_reset(self) -> None:
-        """SYSRESETREQ or nRST: core, FPEC and peripherals reset; debug and DBGMCU keep state."""
+        """SYSRESETREQ or nRST: core, FPEC, RCC (back to the 8 MHz HSI), CRC unit and peripherals
+        reset; debug registers, DBGMCU and SRAM keep their state."""
         self.fpec.reset()
+        self.rcc.reset()
+        self.crc.reset()
         self.peripherals = dict(PERIPHERAL_RESET)
         self._reset_core()

@@ -1,7 +1,12 @@
 """``scons-pyocd-sim`` (or ``python -m scons_pyocd.sim``): look at and alter simulated boards.
 
+A simulated board exists only once created; every other command needs an existing
+board and fails (exit status 2, the boards that exist listed) on an unknown id.
+
 Examples::
 
+    scons-pyocd-sim create sim-mine                              # erased, with its own random unique id
+    scons-pyocd-sim create sim-mine --unique-id 0123456789abcdef01234567
     scons-pyocd-sim list
     scons-pyocd-sim show sim-vldiscovery
     scons-pyocd-sim counters sim-vldiscovery --reset
@@ -11,7 +16,8 @@ Examples::
     scons-pyocd-sim identity sim-vldiscovery stm32f103re       # a wrong chip
     scons-pyocd-sim dump sim-vldiscovery flash.bin
     scons-pyocd-sim poke sim-vldiscovery 0x08000100 de ad       # alter flash behind the tool's back
-    scons-pyocd-sim factory sim-vldiscovery                     # erased, unprotected, no faults
+    scons-pyocd-sim factory sim-vldiscovery                     # erased, unprotected, no faults (same unique id)
+    scons-pyocd-sim factory sim-vldiscovery --new-unique-id     # ... and another chip's unique id
     scons-pyocd-sim run sim-vldiscovery --instructions 5000000  # boot the firmware, show the LEDs
 """
 
@@ -19,6 +25,7 @@ import argparse
 import json
 import sys
 
+from ..errors import FlashError
 from .board import BoardState, FAULTS, FLASH_BASE, FLASH_SIZE, KNOWN_IDENTITIES, PAGE_SIZE, list_boards
 
 
@@ -51,10 +58,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="scons-pyocd-sim", description="Inspect and alter simulated STM32VLDiscovery boards.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="boards that exist")
+    p = sub.add_parser("create", help="create a board: erased, unprotected, its own random 96-bit unique id")
+    p.add_argument("board")
+    p.add_argument("--unique-id", metavar="HEX", help="the chip's unique id instead (24 hex digits)")
+    p.add_argument("--exist-ok", action="store_true", help="an existing board is not an error (left as it is)")
     for name, help_text in (("show", "identity, flash use, protection, faults, counters"),
-                            ("factory", "erased flash, default identity, no protection, faults or counters"),
                             ("erase", "erase main flash (behind the debugger's back)")):
         sub.add_parser(name, help=help_text).add_argument("board")
+    p = sub.add_parser("factory", help="erased flash, default identity (keeping its unique id), no protection, "
+                                       "faults or counters")
+    p.add_argument("board")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--new-unique-id", action="store_true", help="give it a new random unique id (another chip)")
+    g.add_argument("--unique-id", metavar="HEX", help="give it this unique id (24 hex digits)")
     p = sub.add_parser("counters", help="print (and optionally reset) the board's counters")
     p.add_argument("board")
     p.add_argument("--reset", action="store_true")
@@ -90,13 +106,21 @@ def main(argv=None) -> int:
             print(board_id)
         return 0
     try:
+        if args.cmd == "create":
+            board = BoardState.create(args.board, unique_id=args.unique_id, exist_ok=args.exist_ok)
+            print(f"{board.board_id}: {board.path} (unique id {board.identity()['unique_id']})")
+            return 0
         board = BoardState(args.board)
-    except ValueError as err:
-        parser.error(str(err))
+    except (FlashError, ValueError) as err:
+        print(f"scons-pyocd-sim: error: {err}", file=sys.stderr)
+        return 2
     if args.cmd == "show":
         print(json.dumps(_show(board), indent=2))
     elif args.cmd == "factory":
-        board.restore_factory()
+        try:
+            board.restore_factory("new" if args.new_unique_id else args.unique_id)
+        except ValueError as err:
+            parser.error(str(err))
     elif args.cmd == "erase":
         board.erase_flash()
     elif args.cmd == "counters":

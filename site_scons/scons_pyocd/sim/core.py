@@ -65,6 +65,9 @@ class Core:
 
     def sram_write(self, address: int, data: bytes) -> None:
         self.uc.mem_write(address, bytes(data))
+        # Unicorn keeps code it has translated; without this, code loaded over code that
+        # already ran (a second routine at the same address) would run the old instructions.
+        self.uc.ctl_remove_cache(address, address + len(data))
 
     # -- registers -------------------------------------------------------------------
     def read_reg(self, regsel: int) -> int:
@@ -140,15 +143,18 @@ class Core:
             self._stop = ("fault", f"exception {intno} at pc=0x{self.pc:08x}")
         uc.emu_stop()
 
-    # Code time is charged as the code runs: a block's instructions up to a bus
-    # access before that access (so a flash operation starts when the core gets
-    # to it), the rest of the block when the next block starts. Instructions
-    # after the access that starts a flash operation then overlap with it, as
-    # on the real core.
+    # Code time is charged as the code runs, at the current HCLK (see rcc.py): a
+    # block's instructions up to a bus access before that access (so a flash
+    # operation starts when the core gets to it), the rest of the block when the
+    # next block starts. Instructions after the access that starts a flash
+    # operation then overlap with it, as on the real core.
     def _charge(self, upto: int) -> None:
         if upto > self._block_charged:
-            self.chip.now += (upto - self._block_charged) / 2 * self.chip.timing.core_s_per_code_halfword
+            chip = self.chip
+            chip.now += (upto - self._block_charged) / 2 * chip.core_s_per_code_halfword
             self._block_charged = upto
+            if chip.now >= chip.rcc.next_change_at:
+                chip.rcc.advance()  # a requested clock switch happens while the code runs
 
     def _charge_to_access(self) -> None:
         pc = self.uc.reg_read(A.UC_ARM_REG_PC) & ~1

@@ -137,10 +137,10 @@ class DebugPort:
         lane = (address & 3) * 8 if size < 4 else 0
         try:
             if write:
-                self.chip.bus_write(address, size, value >> lane)
+                self.chip.bus_write(address, size, value >> lane, debug=True)
                 result = 0
             else:
-                result = (self.chip.bus_read(address, size) << lane) & 0xFFFFFFFF
+                result = (self.chip.bus_read(address, size, debug=True) << lane) & 0xFFFFFFFF
         except BusFault as err:
             self.ctrl_stat |= STICKYERR
             raise DapFault(str(err)) from None

@@ -3,9 +3,12 @@
 The debug-port simulator does not execute code from flash (after ``reset run``
 the core just reports "running"). This module does, separately, so that one can
 see what was flashed actually runs: it boots the Cortex-M3 from the vector
-table in the board's flash, with flash and SRAM as memory and the RCC and GPIO
-ports as plain registers, and records every change of the STM32VLDiscovery's
-LED pins (PC8 blue, PC9 green).
+table in the board's flash, with flash and SRAM as memory, the simulator's RCC
+model (:mod:`.rcc`: oscillator start-up, PLL lock, clock switching), AFIO and the
+GPIO ports as plain registers, and records every change of the STM32VLDiscovery's
+LED pins (PC8 blue, PC9 green). Time is core time: 1.5 cycles per 16-bit unit of
+code at the HCLK the firmware configured (8 MHz HSI after reset), as in
+:mod:`.timing`.
 
 What is not modeled stops the run with a message rather than pretending:
 interrupts and exceptions (SysTick, a HardFault), and peripherals other than
@@ -21,13 +24,14 @@ from unicorn import Uc, UcError, UC_ARCH_ARM, UC_MODE_THUMB, UC_MODE_MCLASS, UC_
 from unicorn import arm_const as A
 
 from .board import BoardState, FLASH_BASE, FLASH_SIZE
+from .rcc import ResetClockControl
+from .timing import Timing
 
 SRAM_BASE, SRAM_SIZE = 0x20000000, 0x2000
 GPIOC = 0x40011000
 ODR, BSRR, BRR = 0x0C, 0x10, 0x14
 LEDS = {8: "PC8 (blue LED)", 9: "PC9 (green LED)"}
-CORE_HZ = 8_000_000
-CYCLES_PER_CODE_HALFWORD = 1.5
+RCC_BASE = 0x40021000
 
 
 @dataclass
@@ -44,16 +48,29 @@ class FirmwareRun:
         return "\n".join(lines)
 
 
+class _Clock:
+    """What the RCC model needs from a chip: the time, the timing constants, counters."""
+
+    def __init__(self, timing: Timing):
+        self.now = 0.0
+        self.timing = timing
+        self.counters = {}
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+
 class _Peripherals:
-    """RCC, AFIO, GPIOA-E and the FPEC as storage; GPIOC's ODR changes are recorded."""
+    """The RCC model; AFIO, GPIOA-E and the FPEC as storage; GPIOC's ODR changes are recorded."""
 
-    BLOCKS = [(0x40010000, 0x1C00), (0x40021000, 0x400), (0x40022000, 0x400)]
+    BLOCKS = [(0x40010000, 0x1C00), (RCC_BASE, 0x400), (0x40022000, 0x400)]
 
-    def __init__(self, run: FirmwareRun, clock):
-        self.regs = {0x40021000: 0x83}
+    def __init__(self, run: FirmwareRun, clock: _Clock, rcc: ResetClockControl):
+        self.regs = {}
         self.odr = 0
         self.run = run
         self.clock = clock
+        self.rcc = rcc
 
     def decoded(self, address: int) -> bool:
         return any(base <= address < base + size for base, size in self.BLOCKS)
@@ -61,12 +78,8 @@ class _Peripherals:
     def read(self, address: int) -> int:
         if address == GPIOC + ODR:
             return self.odr
-        if address == 0x40021000:  # RCC_CR: report every oscillator and the PLL ready
-            value = self.regs.get(address, 0)
-            return value | ((value & 0x01010000) << 1)
-        if address == 0x40021004:  # RCC_CFGR: SWS follows SW
-            value = self.regs.get(address, 0)
-            return (value & ~0xC) | ((value & 0x3) << 2)
+        if RCC_BASE <= address < RCC_BASE + 0x400:
+            return self.rcc.read(address - RCC_BASE)
         return self.regs.get(address, 0)
 
     def write(self, address: int, value: int) -> None:
@@ -76,6 +89,8 @@ class _Peripherals:
             self._set_odr(self.odr & ~(value & 0xFFFF))
         elif address == GPIOC + ODR:
             self._set_odr(value & 0xFFFF)
+        elif RCC_BASE <= address < RCC_BASE + 0x400:
+            self.rcc.write(address - RCC_BASE, value)
         else:
             self.regs[address] = value
 
@@ -84,7 +99,7 @@ class _Peripherals:
         self.odr = new
         for pin, name in LEDS.items():
             if changed >> pin & 1:
-                self.run.led_events.append((self.clock(), name, bool(new >> pin & 1)))
+                self.run.led_events.append((self.clock.now, name, bool(new >> pin & 1)))
 
 
 def run_firmware(board_id: str, max_instructions: int = 5_000_000, max_led_events: Optional[int] = None) -> FirmwareRun:
@@ -92,12 +107,15 @@ def run_firmware(board_id: str, max_instructions: int = 5_000_000, max_led_event
     board = BoardState(board_id)
     flash = board.read_flash()
     run = FirmwareRun(instructions_budget=max_instructions)
-    code_halfwords = [0]
+    timing = Timing(board._read_json("timing.json") if (board.path / "timing.json").exists() else None)
+    clock = _Clock(timing)
+    s_per_halfword = [0.0]
 
-    def clock() -> float:
-        return code_halfwords[0] * CYCLES_PER_CODE_HALFWORD / CORE_HZ
+    def clock_changed(hclk_hz: float) -> None:
+        s_per_halfword[0] = timing.cycles_per_code_halfword / hclk_hz
 
-    periph = _Peripherals(run, clock)
+    rcc = ResetClockControl(clock, on_clock_change=clock_changed)
+    periph = _Peripherals(run, clock, rcc)
     ppb = {}
     uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)
     try:
@@ -117,6 +135,7 @@ def run_firmware(board_id: str, max_instructions: int = 5_000_000, max_led_event
     def mmio_read(uc_, offset, size, base):
         address = base + offset
         if base == 0x40000000 and periph.decoded(address):
+            rcc.advance()
             word = periph.read(address & ~3)
             return (word >> ((address & 3) * 8)) & ((1 << (8 * size)) - 1)
         if base == 0xE0000000:
@@ -139,7 +158,9 @@ def run_firmware(board_id: str, max_instructions: int = 5_000_000, max_led_event
     uc.mmio_map(0xE0000000, 0x100000, mmio_read, 0xE0000000, mmio_write, 0xE0000000)
 
     def on_block(uc_, address, size, user_data):
-        code_halfwords[0] += size // 2
+        clock.now += size // 2 * s_per_halfword[0]
+        if clock.now >= rcc.next_change_at:
+            rcc.advance()
 
     def on_interrupt(uc_, intno, user_data):
         fail(f"exception {intno} at pc=0x{uc_.reg_read(A.UC_ARM_REG_PC):08x} (exceptions are not modeled)")
@@ -158,5 +179,5 @@ def run_firmware(board_id: str, max_instructions: int = 5_000_000, max_led_event
         stop.append(f"{err} at pc=0x{uc.reg_read(A.UC_ARM_REG_PC):08x}")
     if stop:
         run.stopped = stop[0]
-    run.seconds = clock()
+    run.seconds = clock.now
     return run

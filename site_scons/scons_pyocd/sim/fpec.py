@@ -18,7 +18,15 @@ Registers at 0x40022000: ACR, KEYR, OPTKEYR, SR, CR, AR, OBR, WRPR. What is mode
   by hardware). They take effect at the next reset (OBR/WRPR are loaded then).
   Removing read protection (programming RDP back to 0xA5) mass-erases main flash.
 - BSY is set for the operation's device time (see :mod:`.timing`); EOP is set at
-  the end. A read of SR while busy advances the device clock to the end of the
+  the end. The times are the datasheet's whatever SYSCLK is: the FPEC times
+  program and erase from the HSI.
+- The HSI must be on for programming and erasing (PM0063 and RM0041, flash
+  program/erase operations: "the HSI must be ON"). What a real chip does
+  otherwise is not documented; users report that the operation silently does
+  not take effect. The simulator does that: with HSIRDY clear, a half-word
+  write under PG programs nothing and a STRT erases nothing, no flag is set
+  (no BSY, no EOP, no error), and ``flash_ops_without_hsi`` counts it, so a
+  verify finds the damage and a test can assert it never happened. A read of SR while busy advances the device clock to the end of the
   operation: the host would only have polled until then.
 
 Not modeled: ACR wait states, interrupts (ERRIE/EOPIE), the half-cycle access.
@@ -80,6 +88,12 @@ class FlashController:
         return self.rdp_active and page < 4
 
     # -- busy / clock --------------------------------------------------------------
+    def _hsi_off(self) -> bool:
+        if self.chip.rcc.hsi_ready():
+            return False
+        self.chip.count("flash_ops_without_hsi")
+        return True
+
     def _start(self, duration: float) -> None:
         start = max(self.chip.now, self.busy_until)
         self.chip.now = start  # a new access stalls while the previous operation runs
@@ -186,6 +200,9 @@ class FlashController:
             self.sr |= SR_WRPRTERR
             self.cr &= ~CR_STRT
             return
+        if self._hsi_off():
+            self.cr &= ~CR_STRT
+            return
         self._start(self.chip.timing.page_erase_s)
         start = page * self.chip.page_size
         self.chip.flash[start:start + self.chip.page_size] = b"\xff" * self.chip.page_size
@@ -196,11 +213,17 @@ class FlashController:
             self.sr |= SR_WRPRTERR
             self.cr &= ~CR_STRT
             return
+        if self._hsi_off():
+            self.cr &= ~CR_STRT
+            return
         self._start(self.chip.timing.mass_erase_s)
         self.chip.flash[:] = b"\xff" * len(self.chip.flash)
         self.chip.count("mass_erases")
 
     def _option_erase(self) -> None:
+        if self._hsi_off():
+            self.cr &= ~CR_STRT
+            return
         self._start(self.chip.timing.page_erase_s)
         self.chip.write_option_bytes(b"\xff" * 16)
 
@@ -218,6 +241,8 @@ class FlashController:
         if current != 0xFFFF and value != 0:
             self.sr |= SR_PGERR
             return
+        if self._hsi_off():
+            return
         self.chip.before_halfword_program()
         self._start(self.chip.timing.halfword_program_s)
         self.chip.flash[offset] = value & 0xFF
@@ -232,6 +257,8 @@ class FlashController:
         ob = bytearray(self.chip.option_bytes)
         if ob[index] != 0xFF:
             self.sr |= SR_PGERR
+            return
+        if self._hsi_off():
             return
         self._start(self.chip.timing.halfword_program_s)
         byte = value & 0xFF

@@ -2,9 +2,15 @@
 
 Registered through pyOCD's ``pyocd.probe`` entry point (plugin name ``sim``) when
 the package is pip-installed, or in-process by :func:`scons_pyocd.sim.register`.
-Probe unique ids are board ids: ``sim-vldiscovery``, ``sim-a``, ``sim-b``... Any
-id starting with ``sim-`` (or any id given as ``sim:<id>``) creates the board on
-first use; ``pyocd list`` shows the boards that exist.
+Probe unique ids are board ids: ``sim-vldiscovery``, ``sim-a``, ``sim-b``... A board
+exists only once created (``scons-pyocd-sim create ID``, :func:`.board.create_board`).
+An id starting with ``sim-`` (or any id given as ``sim:<id>``) names a board exactly:
+when no such board exists the lookup raises :class:`.board.NoSuchBoard`, a
+FlashError listing the boards that exist and how to create one (no substring
+match, no new board). pyOCD's enumeration (``pyocd list``, a session without a
+unique id) does not see simulated boards unless ``SCONS_PYOCD_SIM_LIST=1`` is in
+the environment (:data:`LIST_ENV`), so a script's ``pyocd flash`` without ``-u``
+on a machine with simulated boards still finds the one real probe.
 
 The probe works at the DAP level (DP and AP register transfers), like pyOCD's
 CMSIS-DAP driver, and adds what a real probe and wire add: transfer time on the
@@ -36,22 +42,31 @@ LOG = logging.getLogger(__name__)
 
 BOARD_INFO = BoardInfo(name="STM32VLDiscovery (simulated)", target="stm32f100rb", vendor="scons-pyocd")
 PREFIX = "sim-"
+#: Set to 1 (or yes/true/on) to have pyOCD's enumeration list the simulated boards.
+LIST_ENV = "SCONS_PYOCD_SIM_LIST"
+
+
+def listing_enabled() -> bool:
+    """Whether ``SCONS_PYOCD_SIM_LIST`` asks for simulated boards in pyOCD's enumeration."""
+    return os.environ.get(LIST_ENV, "").strip().lower() in ("1", "yes", "true", "on")
 
 
 class SimProbe(DebugProbe):
-    """A simulated debug probe wired to one simulated STM32VLDiscovery board."""
+    """A simulated debug probe wired to one simulated STM32VLDiscovery board (which must exist)."""
 
     @classmethod
     def get_all_connected_probes(cls, unique_id: Optional[str] = None, is_explicit: bool = False):
+        # Hidden unless asked for: an explicit "sim:" type, or the environment switch.
+        if not (is_explicit or listing_enabled()):
+            return []
         return [cls(board_id) for board_id in list_boards()]
 
     @classmethod
     def get_probe_with_id(cls, unique_id: str, is_explicit: bool = False):
+        """The board named ``unique_id`` exactly, for ids starting with ``sim-`` (or given as
+        ``sim:<id>``); NoSuchBoard / InvalidBoardId (FlashErrors) when there is none."""
         if unique_id and (unique_id.startswith(PREFIX) or is_explicit):
-            try:
-                return cls(unique_id)
-            except ValueError:
-                return None
+            return cls(unique_id)
         return None
 
     def __init__(self, board_id: str):
