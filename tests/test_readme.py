@@ -59,7 +59,7 @@ def test_the_demo_builds_and_flashes_the_simulated_board_then_is_a_no_op(clone, 
     assert first.returncode == 0, first.stdout + first.stderr
     board = BoardState("sim-vldiscovery")                   # the demo created its own board
     assert board.counters()["connects"] == 1
-    assert re.search(r"^flash stm32f100rb via sim-vldiscovery: 1 of 1 pages changed, .* verified \(crc\)$",
+    assert re.search(r"^flash build/blinky/blinky.hex onto stm32f100rb via sim-vldiscovery: 1 of 1 pages changed, .* verified \(crc\)$",
                      first.stdout, re.M), first.stdout
     image = load_image(clone / "build" / "blinky" / "blinky.hex")
     assert image.start == FLASH_BASE and len(image.segments) == 1

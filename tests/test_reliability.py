@@ -278,7 +278,7 @@ def test_a_killed_flash_releases_the_probe_to_the_process_waiting_for_it(big, tm
     holder.wait(timeout=60)
     out, err = waiter.communicate(timeout=120)
     assert waiter.returncode == 0, err
-    assert "flash stm32f100rb via sim-rel: " in out
+    assert " onto stm32f100rb via sim-rel: " in out
     assert big.board.read_flash(FLASH_BASE + 110 * PAGE, len(other.data)) == other.data
     assert other.record_entry()["valid"]
     entry = big.record_entry()

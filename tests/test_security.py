@@ -44,7 +44,7 @@ def test_hostile_file_names_flash_verify_and_erase_and_run_nothing(tmp_path, nam
     # a name holding one is given as a node, which the tool takes as it is.
     p.sconstruct(f"env.FlashAliases(env.fs.File({name!r}))\n".replace("{", "{{").replace("}", "}}"))
     result = p.run("flash")
-    assert "flash stm32f100rb via sim-sec: " in result.stdout
+    assert " onto stm32f100rb via sim-sec: " in result.stdout
     assert p.board.read_flash(FLASH_BASE, len(data)) == data
     assert f"{path} matches (crc)" in p.run("verify").stdout
     assert p.run("flash").stdout.startswith("flash is up to date")

@@ -34,7 +34,7 @@ def test_first_flash_programs_every_page_and_the_second_is_a_no_op(project):
     assert (delta["mass_erases"], delta["pages_erased"], delta["halfwords_programmed"]) == (1, 0, SIZE // 2)
     assert holds(project, project.data)
     assert result.stdout.strip().splitlines()[-1].startswith(
-        "flash stm32f100rb via sim-a: mass erase, 20 of 20 pages programmed, 20 KiB in ")
+        "flash fw.hex onto stm32f100rb via sim-a: mass erase, 20 of 20 pages programmed, 20 KiB in ")
     assert project.record_entry()["valid"]
 
     before = project.board.counters()

@@ -187,10 +187,13 @@ def _flash_str(target, source, env):
     if values["PYOCD_FORCE"] or values["PYOCD_FLASH_CHECK"]:
         how = "--force-flash" if values["PYOCD_FORCE"] else "--flash-check: the chip is compared first"
         return f"would flash {source[0]} onto {_where(values)} ({how})"
-    why = operations.why_flash(source[0].get_abspath(), values["PYOCD_PROBE"],
-                               values["PYOCD_BASE_ADDRESS"], job)
-    if why is None:
-        return operations.up_to_date_line(values["PYOCD_PROBE"], job)
+    try:
+        why = operations.why_flash(source[0].get_abspath(), values["PYOCD_PROBE"],
+                                   values["PYOCD_BASE_ADDRESS"], job)
+        if why is None:
+            return operations.up_to_date_line(values["PYOCD_PROBE"], job)
+    except FlashError as exc:      # a probe server that cannot be asked
+        return f"would flash {source[0]} onto {_where(values)} (cannot tell whether it is up to date: {exc})"
     return f"would flash {source[0]} onto {_where(values)} (board record says: {why})"
 
 

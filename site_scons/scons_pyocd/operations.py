@@ -13,13 +13,14 @@ is :mod:`.session`). Each function returns the line to print.
 """
 
 import binascii
+import dataclasses
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import records
+from . import records, remote
 from .errors import FlashError
 from .images import EXTENSIONS, Image, check_fits, check_vector_table, load_image
 from .session import Connection, Settings, find_probe, fit_regions
@@ -159,11 +160,32 @@ def _image_digest(path: str, base_address: Optional[int], target: str) -> Callab
     return digest
 
 
-def why_flash(path: str, probe: str, base_address: Optional[int], job: Job) -> Optional[str]:
+def remote_board(probe: str, job: Job, settings: Optional[Settings] = None,
+                 served: Optional[remote.Served] = None):
+    """For a ``remote:``/``labgrid:`` probe: ``(served, job, settings)`` with what its server
+    serves now (:func:`remote.lookup`, no pyOCD), the job's options keyed by the served
+    board (PYOCD_PROBE becomes the served probe id, a labgrid place adds its acquisition)
+    and the target defaulting to the served board's. ``(None, job, settings)`` otherwise."""
+    if not remote.is_remote(probe):
+        return None, job, settings
+    served = served or remote.lookup(probe)
+    options = dict(job.options, PYOCD_PROBE=served.probe_id, **served.claims)
+    if not options.get("PYOCD_TARGET") and served.target:
+        options["PYOCD_TARGET"] = served.target
+    if settings is not None and not settings.target and served.target:
+        settings = dataclasses.replace(settings, target=served.target)
+    return served, dataclasses.replace(job, options=options), settings
+
+
+def why_flash(path: str, probe: str, base_address: Optional[int], job: Job,
+              served: Optional[remote.Served] = None) -> Optional[str]:
     """None when the board record says the board behind ``probe`` holds ``job.owner``'s image
     with these options; otherwise why a flash is needed. Reads the record and the image
-    file only: no probe, no pyOCD (a no-op ``scons flash`` costs this)."""
-    board = records.resolved_probe(probe)
+    file only: no probe, no pyOCD (a no-op ``scons flash`` costs this). For a remote probe
+    the server is asked what it serves first (:func:`remote_board`; no pyOCD either)."""
+    if remote.is_remote(probe) and served is None:
+        served, job, _ = remote_board(probe, job)
+    board = served.probe_id if served is not None else records.resolved_probe(probe)
     if not board:
         return "no probe has been used yet (PYOCD_PROBE is empty)"
     record = records.BoardRecord(board)
@@ -171,8 +193,21 @@ def why_flash(path: str, probe: str, base_address: Optional[int], job: Job) -> O
                              _image_digest(path, base_address, job.options.get("PYOCD_TARGET", "")))
 
 
-def up_to_date_line(probe: str, job: Job) -> str:
-    return f"flash is up to date ({records.BoardRecord(records.resolved_probe(probe)).describe(job.owner)})"
+def up_to_date_line(probe: str, job: Job, served: Optional[remote.Served] = None) -> str:
+    if remote.is_remote(probe) and served is None:
+        served = remote.lookup(probe)
+    board = served.probe_id if served is not None else records.resolved_probe(probe)
+    where = f", at {served.address}" if served is not None else ""
+    return f"flash is up to date ({records.BoardRecord(board).describe(job.owner)}{where})"
+
+
+def _shown(path: str, job: Job) -> str:
+    """The image file as output lines name it: relative to the project when inside it."""
+    if job.project:
+        relative = os.path.relpath(path, job.project)
+        if not relative.startswith(os.pardir):
+            return relative
+    return os.path.basename(path)
 
 
 def _facts(image: Image, path: str, connection: Connection, probe_id: str, job: Job) -> Dict[str, Any]:
@@ -188,14 +223,16 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
     (unless ``check``: compare the chip, or ``force``: flash anyway), else program the pages
     that differ. ``explain`` is told why, when the board is connected. Returns the line to
     print."""
-    why = "--force-flash" if force else "--flash-check" if check else why_flash(path, probe, base_address, job)
+    served, job, settings = remote_board(probe, job, settings)
+    why = "--force-flash" if force else "--flash-check" if check else why_flash(path, probe, base_address, job,
+                                                                                served)
     if why is None:
-        return up_to_date_line(probe, job)
+        return up_to_date_line(probe, job, served)
     if explain is not None:
         explain(why)
     check_target_definition(settings.target)
     image = _load(path, base_address, settings.target)
-    found = find_probe(probe)
+    found = find_probe(probe, served, say)
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
         record = records.BoardRecord(probe_id)
@@ -240,14 +277,17 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
             record.claim(job.owner, records.page_claims(image, result.page_crcs, connection.page_size_at),
                          **facts)
     records.remember_resolved_probe(probe, probe_id)
-    return result.summary()
+    if served is not None:
+        result.probe = f"{probe_id} at {served.address}"
+    return result.summary(_shown(path, job))
 
 
 def verify(path: str, settings: Settings, probe: str = "", base_address: Optional[int] = None,
            job: Job = Job(), say: Say = print) -> str:
     """Compare the chip with the image; a difference invalidates the record and raises."""
+    served, job, settings = remote_board(probe, job, settings)
     image = _load(path, base_address, settings.target)
-    found = find_probe(probe)
+    found = find_probe(probe, served, say)
     probe_id = found.unique_id
     mode = settings.verify if settings.verify != "none" else "crc"
     with records.probe_lock(probe_id, on_wait=say):
@@ -267,7 +307,8 @@ def verify(path: str, settings: Settings, probe: str = "", base_address: Optiona
             record.learn(survey.page_crcs, {}, f"verify of {image.source}")
             target = connection.target_name
     records.remember_resolved_probe(probe, probe_id)
-    return f"verify {target} via {probe_id}: {image.source} matches ({mode})"
+    via = f"{probe_id} at {served.address}" if served is not None else probe_id
+    return f"verify {target} via {via}: {image.source} matches ({mode})"
 
 
 def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Range]] = None,
@@ -275,9 +316,10 @@ def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Range]]
           base_address: Optional[int] = None) -> str:
     """Mass erase (``ranges`` and ``image_path`` None), or erase the pages overlapping
     ``ranges``, or the pages the image file ``image_path`` occupies."""
+    served, job, settings = remote_board(probe, job, settings)
     check_target_definition(settings.target)
     image = _load(image_path, base_address, settings.target) if image_path else None
-    found = find_probe(probe)
+    found = find_probe(probe, served, say)
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
         record = records.BoardRecord(probe_id)
