@@ -165,7 +165,8 @@ def remote_board(probe: str, job: Job, settings: Optional[Settings] = None,
     """For a ``remote:``/``labgrid:`` probe: ``(served, job, settings)`` with what its server
     serves now (:func:`remote.lookup`, no pyOCD), the job's options keyed by the served
     board (PYOCD_PROBE becomes the served probe id, a labgrid place adds its acquisition)
-    and the target defaulting to the served board's. ``(None, job, settings)`` otherwise."""
+    and the target defaulting to the served board's; the job's owner names the served board
+    too. ``(None, job, settings)`` otherwise."""
     if not remote.is_remote(probe):
         return None, job, settings
     served = served or remote.lookup(probe)
@@ -174,7 +175,12 @@ def remote_board(probe: str, job: Job, settings: Optional[Settings] = None,
         options["PYOCD_TARGET"] = served.target
     if settings is not None and not settings.target and served.target:
         settings = dataclasses.replace(settings, target=served.target)
-    return served, dataclasses.replace(job, options=options), settings
+    # The owner names the board, not the address: '<image>.<configured probe>.flashed' becomes
+    # '<image>.<served probe id>.flashed', as for the same board on a local probe.
+    owner, configured = job.owner, f".{records.board_key(probe)}.flashed"
+    if owner.endswith(configured):
+        owner = owner[:-len(configured)] + f".{records.board_key(served.probe_id)}.flashed"
+    return served, dataclasses.replace(job, options=options, owner=owner), settings
 
 
 def why_flash(path: str, probe: str, base_address: Optional[int], job: Job,
