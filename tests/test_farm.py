@@ -388,3 +388,14 @@ def test_sim_serve_starts_one_server_per_board_and_stops_them(tmp_path):
     result = subprocess.run([sys.executable, "-m", "scons_pyocd.sim", "serve", "sim-nope"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 2 and "no simulated board 'sim-nope'" in result.stderr
+
+
+def test_labgrid_place_without_labgrid_says_what_to_install(tmp_path):
+    fake = tmp_path / "no-labgrid" / "labgrid"      # an import of labgrid fails, as when not installed
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named labgrid')\n")
+    p = remote_project(tmp_path / "p", "sim-l", "labgrid:lab-a", pages=1)
+    result = p.run("flash", check=False, env={"PYTHONPATH": os.pathsep.join([str(fake.parent), os.environ["PYTHONPATH"]])})
+    out = result.stdout + result.stderr
+    assert "PYOCD_PROBE='labgrid:...' needs labgrid" in out and "pip install 'scons-pyocd[labgrid]'" in out, out
+    assert "Traceback" not in out

@@ -108,20 +108,21 @@ def parse(probe: str) -> Address:
     """The address of ``remote:HOST[:PORT]`` (IPv6 as ``remote:[::1]:PORT``). A FlashError
     names PYOCD_PROBE and the form expected otherwise."""
     rest = probe[len(REMOTE):] if probe.startswith(REMOTE) else probe
-    host, port_text = rest, ""
-    if rest.startswith("["):
+    host, port_text, valid = rest, None, True
+    if rest.startswith("["):                       # [IPv6]:PORT or [IPv6]
         end = rest.find("]")
-        host, port_text = (rest[:end + 1], rest[end + 2:]) if end > 0 and rest[end + 1:end + 2] in (":", "") \
-            else (rest, "")
+        host, after = (rest[1:end], rest[end + 1:]) if end > 0 else ("", "")
+        valid = ":" in host and (after == "" or after.startswith(":"))
+        port_text = after[1:] if after else None
     elif rest.count(":") == 1:
         host, port_text = rest.split(":")
     elif ":" in rest:
-        host = ""      # a bare IPv6 address is ambiguous: ask for brackets
+        valid = False                              # a bare IPv6 address: ambiguous, ask for brackets
     host = normalise_host(host)
     port = DEFAULT_PORT
-    if port_text:
+    if port_text is not None:
         port = int(port_text) if port_text.isdigit() else -1
-    if not host or not 0 < port < 65536 or any(c.isspace() for c in host):
+    if not valid or not host or not 0 < port < 65536 or any(c.isspace() or c in "/@[]" for c in host):
         raise FlashError(f"PYOCD_PROBE={probe!r} is not a probe server address: give remote:HOST:PORT "
                          "(e.g. remote:lab-host:5555, remote:127.0.0.1:5555, remote:[::1]:5555), the "
                          "address a `pyocd server` listens on.")
