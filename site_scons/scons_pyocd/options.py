@@ -169,7 +169,8 @@ OPTIONS: Tuple[Option, ...] = (
     Option("PYOCD_TARGET", "", "pyOCD target name of the chip, e.g. stm32f100rb. Empty: the target the "
            "probe's board reports.", parse_str, flag="--target", metavar="NAME", in_varlist=True),
     Option("PYOCD_PROBE", "", "Unique id (or a unique part of it) of the debug probe. Empty: the only "
-           "probe attached; with several attached, the error lists them.", parse_str,
+           "probe attached; with several attached, the error lists them. remote:HOST:PORT: the probe a "
+           "pyocd server serves there; labgrid:PLACE: the one of a labgrid place (docs/farm.md).", parse_str,
            flag="--probe", metavar="ID", in_varlist=True),
     Option("PYOCD_FREQUENCY", "", "SWD clock, e.g. 4000000 or '4MHz'. Empty: pyOCD's default (1 MHz).",
            parse_frequency, flag="--frequency", metavar="HZ", in_varlist=True),

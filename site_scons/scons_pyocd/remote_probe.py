@@ -75,6 +75,10 @@ class ServerLost(RemoteFailure, exceptions.ProbeDisconnected):
     """The server closed the connection, or went silent (the connection is then unusable)."""
 
 
+class ServerBusy(ServerLost):
+    """Another client held the server's probe lock for longer than we may wait."""
+
+
 class StopRequested(exceptions.Error):
     """Ctrl-C (or SIGTERM) while waiting for the server's lock; the lock was given back."""
 
@@ -320,7 +324,7 @@ class RemoteProbe(TCPClientProbe):
                     self.say(f"stopping: waiting for {self.served.server} to grant the lock asked for, "
                              "so as to give it back (the server would keep it otherwise)")
                 if waited > wait:
-                    self.lost = ServerLost(
+                    self.lost = ServerBusy(
                         f"{self.served.server} kept its probe {self.served.probe_id} locked for {wait:g} s: "
                         "another client is using it (another scons flash, a debugger), or a client died "
                         "while holding it, and pyOCD's server keeps such a lock until it is restarted. "
@@ -401,6 +405,8 @@ def translated(exc: BaseException, probe_id: str, doing: str) -> Optional[FlashE
         lost = exc
     if lost is not None:
         text = lost.message if isinstance(lost, RemoteFailure) else str(lost)
+        if isinstance(lost, ServerBusy):
+            return FlashError(f"{text}, while {doing} ({served.label}). {nothing}")
         return FlashError(f"{text}, while {doing} ({served.label}): disconnected from the probe server. Check "
                           f"that `pyocd server` still runs on {served.address.host} (restart it) and that the "
                           f"network between the hosts works. {nothing}")
