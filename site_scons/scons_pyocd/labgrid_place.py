@@ -78,10 +78,6 @@ def _quiet_loop():
     loop), with labgrid's log (the root logger's) silenced: its errors become our message."""
     root = logging.getLogger()
     saved_level = root.level
-    try:
-        previous = asyncio.get_event_loop_policy().get_event_loop()
-    except Exception:
-        previous = None
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     root.setLevel(logging.CRITICAL + 1)
@@ -90,7 +86,7 @@ def _quiet_loop():
     finally:
         root.setLevel(saved_level)
         loop.close()
-        asyncio.set_event_loop(previous)
+        asyncio.set_event_loop(None)
 
 
 def _resolve(client, proxymanager, loop, pattern: str, where: str, timeout: float) -> Place:

@@ -346,6 +346,8 @@ def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Range]]
                 events.append((record.invalidate(spans, reason), spans))
 
             line = connection.erase(ranges, before_write)
+            if served is not None:
+                line = line.replace(f" via {probe_id}:", f" via {probe_id} at {served.address}:", 1)
             if events and events[0][1] is not None:
                 erased = {lo: bytes([0xFF]) * (hi - lo) for lo, hi in _split_pages(connection, events[0][1])}
                 record.learn({lo: binascii.crc32(data) & 0xFFFFFFFF for lo, data in erased.items()}, erased,
