@@ -1,7 +1,7 @@
 """pyOCD's client for a ``pyocd server``, made safe to build on: bounded reads, one lock per session.
 
 :class:`RemoteProbe` is pyOCD's own ``TCPClientProbe`` (same protocol, same requests)
-with three changes:
+with four changes:
 
 - **Bounded reads.** pyOCD 0.36-0.46's client socket loops forever when the server
   goes away (``recv`` returning ``b''`` is taken as "nothing yet") and ignores its own
@@ -26,7 +26,9 @@ with three changes:
   something (a read, ``flush``, ...), and the first error among them is raised there,
   as pyOCD's CMSIS-DAP driver reports the error of a queued write at the next read or
   flush. The server carries requests out in order, so nothing else changes: a full
-  flash waits on about a quarter of the round trips pyOCD's client waits on.
+  flash waits on about a quarter of the round trips pyOCD's client waits on. (The
+  socket sends at once (``TCP_NODELAY``) and acknowledges at once (``TCP_QUICKACK``,
+  Linux): the server's answers would otherwise wait 40 ms for a delayed ACK.)
 - **Identity.** ``unique_id`` is the *served* probe's id, checked on the session's own
   connection (a server restarted with another probe between the up-to-date check
   and the flash is refused), and the board info (its target) is the served board's.
@@ -169,7 +171,7 @@ class RemoteProbe(TCPClientProbe):
     :meth:`attach`; pyOCD's Session opens and closes it."""
 
     def __init__(self, served: Served, say: Callable[[str], None] = print):
-        super().__init__(f"{served.address.host}:{served.address.port}")
+        super().__init__(f"served:{served.address.port}")     # pyOCD's parsing breaks on IPv6; unused
         self.served = served
         self.say = say
         self.lost: Optional[Exception] = None
@@ -336,6 +338,11 @@ class RemoteProbe(TCPClientProbe):
             answer = json.loads(line)
         except ValueError:
             answer = {}
+        if answer.get("id") != rid:
+            detail = f"answer {answer.get('id')} to request {rid}"
+            self.lost = ServerLost(f"{self.served.server} sent an answer that is not pyOCD's protocol ({detail})")
+            self._socket.close()
+            raise self.lost
         if answer.get("status") != 0:
             raise RemoteFailure(f"{self.served.server} refused to lock its probe {self.served.probe_id}: "
                                 f"{answer.get('error', 'no reason given')}")
