@@ -129,8 +129,10 @@ def test_acquire_flash_release_and_another_user_refused(tmp_path, lab):
     assert BoardState(BOARD).read_flash(FLASH_BASE, len(mine.data)) == mine.data
     entry = BoardRecord(BOARD).entries[0]
     assert entry["valid"] and entry["options"]["labgrid place"].startswith("acquired by ")
-    noop = mine.run("flash", env=alice)
+    marker = tmp_path / "pyocd-imported"
+    noop = mine.run("flash", env=dict(alice, CHECK_PYOCD_IMPORT=str(marker)))
     assert noop.stdout.startswith("flash is up to date (") and f"board {BOARD}" in noop.stdout
+    assert marker.read_text() == "False"          # labgrid and the server asked; pyOCD not imported
 
     # Another user (another host's state directory): labgrid's own reason, nothing written.
     result = theirs.run("flash", check=False, env=bob)
