@@ -64,7 +64,7 @@ def test_erase_then_flash_in_one_build_erases_then_flashes(project, jobs):
     result, delta = project.counters_after(jobs, "erase", "flash")
     assert delta["mass_erases"] >= 1 and delta["halfwords_programmed"] == SIZE // 2
     assert holds(project, project.data)
-    assert result.stdout.index("erase stm32f100rb") < result.stdout.index("flash stm32f100rb")
+    assert result.stdout.index("erase stm32f100rb") < result.stdout.index(" onto stm32f100rb")
     assert project.record_entry()["valid"]
 
 
@@ -277,7 +277,7 @@ def test_random_sequences_never_leave_a_false_claim(tmp_path, isolated_state, se
         args = action.split() if action != "check" else ["flash", "--flash-check"]
         said = tree.run(*args, check=True).stdout
         said_up_to_date += "flash is up to date" in said
-        if ("flash is up to date" in said or "flash stm32f100rb" in said) and args[-1] != "erase":
+        if ("flash is up to date" in said or " onto stm32f100rb via " in said) and args[-1] != "erase":
             assert _chip_holds(board, images[i], BASES[i]), (where, said)
         for j, other in enumerate(trees):
             entry = other.record_entry(board="sim-r")
@@ -286,3 +286,34 @@ def test_random_sequences_never_leave_a_false_claim(tmp_path, isolated_state, se
                 if entry["image_sha256"] == Image([(BASES[j], images[j])]).sha256():
                     assert _chip_holds(board, images[j], BASES[j]), (where, j, said)
     assert said_up_to_date, "the sequence never reached an up-to-date run: pick other seeds"
+
+
+def test_erasing_an_image_keeps_the_bytes_of_its_neighbour_in_a_shared_page(tmp_path):
+    p = Project(tmp_path / "a", "sim-a")
+    boot, app = random_image(0xA00, seed=1), random_image(0x1600, seed=2)
+    p.image(boot, "boot.hex")
+    p.image(app, "app.hex", base=FLASH_BASE + 0xA00)
+    p.sconstruct("env.FlashAliases('boot.hex', flash='flash', erase='erase-boot', verify='verify-boot')\n"
+                 "env.FlashAliases('app.hex', flash='flash', erase='erase-app', verify='verify-app')\n")
+    p.run("flash")
+    result, delta = p.counters_after("erase-app")
+    assert delta["mass_erases"] == 0 and delta["pages_erased"] == 6
+    assert holds(p, boot)                                   # its tail in the shared page survived
+    assert p.board.read_flash(FLASH_BASE + 0xA00, 0x1600) == b"\xff" * 0x1600
+    assert "app.hex (6 pages; other data in them kept)" in result.stdout
+    result, delta = p.counters_after("flash")
+    assert result.stdout.count("flash is up to date") == 1       # the bootloader's
+    assert delta["connects"] == 1 and delta["pages_erased"] == 6
+    assert holds(p, boot) and holds(p, app, FLASH_BASE + 0xA00)
+
+
+def test_dry_run_of_a_rebuilt_image_says_it_would_flash(tmp_path):
+    p = Project(tmp_path / "a", "sim-a")
+    p.image(random_image(SIZE), "src.hex")
+    p.sconstruct("hex = Command('build/fw.hex', 'src.hex', Copy('$TARGET', '$SOURCE'))\n"
+                 "env.FlashAliases(hex)\n")
+    p.run("flash")
+    p.image(random_image(SIZE, seed=9), "src.hex")
+    result, delta = p.counters_after("-n", "flash")
+    assert "would flash build/fw.hex onto stm32f100rb via sim-a (it is rebuilt first)" in result.stdout
+    assert delta["connects"] == 0

@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import SCons.Action
 import SCons.Builder
 import SCons.Errors
+import SCons.Node
 import SCons.Node.Alias
 import SCons.Script
 
@@ -187,14 +188,19 @@ def _flash_str(target, source, env):
     if values["PYOCD_FORCE"] or values["PYOCD_FLASH_CHECK"]:
         how = "--force-flash" if values["PYOCD_FORCE"] else "--flash-check: the chip is compared first"
         return f"would flash {source[0]} onto {_where(values)} ({how})"
+    image = source[0]
+    rebuilt = image.get_state() == SCons.Node.executed     # "built" by this dry run
+    if rebuilt and not image.always_build:
+        return f"would flash {image} onto {_where(values)} (it is rebuilt first)"
     try:
-        why = operations.why_flash(source[0].get_abspath(), values["PYOCD_PROBE"],
-                                   values["PYOCD_BASE_ADDRESS"], job)
+        why = operations.why_flash(image.get_abspath(), values["PYOCD_PROBE"], values["PYOCD_BASE_ADDRESS"], job)
         if why is None:
+            if rebuilt:     # an external build: whether it changes the image shows in a real run
+                return f"flash is up to date unless a real run changes {image} (see the line above)"
             return operations.up_to_date_line(values["PYOCD_PROBE"], job)
     except FlashError as exc:      # a probe server that cannot be asked
-        return f"would flash {source[0]} onto {_where(values)} (cannot tell whether it is up to date: {exc})"
-    return f"would flash {source[0]} onto {_where(values)} (board record says: {why})"
+        return f"would flash {image} onto {_where(values)} (cannot tell whether it is up to date: {exc})"
+    return f"would flash {image} onto {_where(values)} (board record says: {why})"
 
 
 _flash_action.strfunction = _flash_str

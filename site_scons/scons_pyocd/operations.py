@@ -320,8 +320,10 @@ def verify(path: str, settings: Settings, probe: str = "", base_address: Optiona
 def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Range]] = None,
           job: Job = Job(), say: Say = print, image_path: Optional[str] = None,
           base_address: Optional[int] = None) -> str:
-    """Mass erase (``ranges`` and ``image_path`` None), or erase the pages overlapping
-    ``ranges``, or the pages the image file ``image_path`` occupies."""
+    """Mass erase (``ranges`` and ``image_path`` None); or erase the pages overlapping
+    ``ranges``; or erase the bytes of the image file ``image_path``: its pages are erased
+    and the bytes beside it in pages it shares with other data are written back (it is
+    flashed as all 0xFF), so nothing the user did not ask to erase is lost."""
     served, job, settings = remote_board(probe, job, settings)
     check_target_definition(settings.target)
     image = _load(image_path, base_address, settings.target) if image_path else None
@@ -332,29 +334,34 @@ def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Range]]
         with Connection.open(settings, found) as connection:
             connection.check_identity()
             record.see_chip(connection.chip_unique_id(), connection.target_name)
-            if image_path:
-                if image is None:
-                    image = load_at_flash_start(image_path, connection.flash_start(), settings.target,
-                                                connection.target.memory_map)
-                connection.check_fits(image)
-                ranges = connection.pages(image)
-            what = "mass erase" if ranges is None else "page erase"
+            what = "mass erase" if ranges is None and not image_path else "page erase"
             reason = f"{what} by scons erase from {job.project or '?'}"
             events: List[Tuple[str, Optional[List[Range]]]] = []
 
             def before_write(spans):
                 events.append((record.invalidate(spans, reason), spans))
 
-            line = connection.erase(ranges, before_write)
+            if image_path:
+                if image is None:
+                    image = load_at_flash_start(image_path, connection.flash_start(), settings.target,
+                                                connection.target.memory_map)
+                connection.check_fits(image)
+                blank = Image([(lo, b"\xff" * (hi - lo)) for lo, hi in image.ranges()], image.source, image.fmt)
+                result = connection.flash(blank, before_write)
+                record.learn(result.page_crcs, result.written, reason, event=events[0][0] if events else None,
+                             touched=events[0][1] if events else [])
+                pages = len(connection.pages(image))
+                line = (f"erase {connection.target_name} via {probe_id}: {image.source} "
+                        f"({pages} page{'s' if pages != 1 else ''}; other data in them kept)")
+            else:
+                line = connection.erase(ranges, before_write)
+                if events and events[0][1] is not None:
+                    erased = {lo: b"\xff" * (hi - lo) for lo, hi in _split_pages(connection, events[0][1])}
+                    record.learn({lo: binascii.crc32(data) & 0xFFFFFFFF for lo, data in erased.items()}, erased,
+                                 reason, event=events[0][0], touched=events[0][1])
             if served is not None:
                 line = line.replace(f" via {probe_id}:", f" via {probe_id} at {served.address}:", 1)
-            if events and events[0][1] is not None:
-                erased = {lo: bytes([0xFF]) * (hi - lo) for lo, hi in _split_pages(connection, events[0][1])}
-                record.learn({lo: binascii.crc32(data) & 0xFFFFFFFF for lo, data in erased.items()}, erased,
-                             reason, event=events[0][0], touched=events[0][1])
     records.remember_resolved_probe(probe, probe_id)
-    if image_path and image is not None:
-        line += f" (the pages of {image.source})"
     return line
 
 

@@ -31,7 +31,9 @@ from the STM32F100xB datasheet DS6517, overridable per board in ``timing.json``)
 HSI 2 us (tsu(HSI), HSI oscillator table), HSE 2 ms (tSU(HSE) typical, HSE 4-24
 MHz oscillator table; it depends on the crystal), PLL lock 200 us (tLOCK, PLL
 characteristics table, maximum). The PLL starts to lock once both PLLON is set
-and its input is ready.
+and its input is ready. (These three are the figures REFERENCE.md takes from
+DS6517 and the STM32F10x datasheets share; DS6517's table text itself could not
+be re-read when this was written: check them against it.)
 
 Frequencies: HSI 8 MHz (DS6517); HSE 8 MHz, the STM32VLDiscovery's crystal X2
 (UM0919). The core and the AHB run at HCLK = SYSCLK / HPRE; :attr:`hclk_hz` is
