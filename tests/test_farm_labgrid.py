@@ -125,7 +125,8 @@ def test_acquire_flash_release_and_another_user_refused(tmp_path, lab):
 
     lab.acquire("alice")
     result = mine.run("flash", env=alice)
-    assert f"flash fw.hex onto stm32f100rb via {BOARD} at remote:127.0.0.1:{lab.server.port}: " in result.stdout
+    assert (f"flash fw.hex onto stm32f100rb via {BOARD} at remote:127.0.0.1:{lab.server.port} (labgrid place "
+            f"{PLACE}): ") in result.stdout
     assert BoardState(BOARD).read_flash(FLASH_BASE, len(mine.data)) == mine.data
     entry = BoardRecord(BOARD).entries[0]
     assert entry["valid"] and entry["options"]["labgrid place"].startswith("acquired by ")

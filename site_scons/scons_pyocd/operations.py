@@ -203,7 +203,8 @@ def up_to_date_line(probe: str, job: Job, served: Optional[remote.Served] = None
     if remote.is_remote(probe) and served is None:
         served = remote.lookup(probe)
     board = served.probe_id if served is not None else records.resolved_probe(probe)
-    where = f", at {served.address}" if served is not None else ""
+    where = f", at {served.address}" + (f" (labgrid place {served.place})" if served.place else "") \
+        if served is not None else ""
     return f"flash is up to date ({records.BoardRecord(board).describe(job.owner)}{where})"
 
 
@@ -284,7 +285,7 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
                          **facts)
     records.remember_resolved_probe(probe, probe_id)
     if served is not None:
-        result.probe = f"{probe_id} at {served.address}"
+        result.probe = served.via
     return result.summary(_shown(path, job))
 
 
@@ -313,7 +314,7 @@ def verify(path: str, settings: Settings, probe: str = "", base_address: Optiona
             record.learn(survey.page_crcs, {}, f"verify of {image.source}")
             target = connection.target_name
     records.remember_resolved_probe(probe, probe_id)
-    via = f"{probe_id} at {served.address}" if served is not None else probe_id
+    via = served.via if served is not None else probe_id
     return f"verify {target} via {via}: {image.source} matches ({mode})"
 
 
@@ -360,7 +361,7 @@ def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Range]]
                     record.learn({lo: binascii.crc32(data) & 0xFFFFFFFF for lo, data in erased.items()}, erased,
                                  reason, event=events[0][0], touched=events[0][1])
             if served is not None:
-                line = line.replace(f" via {probe_id}:", f" via {probe_id} at {served.address}:", 1)
+                line = line.replace(f" via {probe_id}:", f" via {served.via}:", 1)
     records.remember_resolved_probe(probe, probe_id)
     return line
 

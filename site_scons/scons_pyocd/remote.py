@@ -150,10 +150,15 @@ class Served:
     claims: Dict[str, str] = field(default_factory=dict)
 
     @property
+    def via(self) -> str:
+        """How output lines name it: 'ID at remote:HOST:PORT' (and the labgrid place)."""
+        where = f"{self.probe_id} at {self.address}"
+        return f"{where} (labgrid place {self.place})" if self.place else where
+
+    @property
     def label(self) -> str:
         """How messages name it: 'probe ID at remote:HOST:PORT' (and the place)."""
-        where = f"probe {self.probe_id} at {self.address}"
-        return f"{where} (labgrid place {self.place})" if self.place else where
+        return f"probe {self.via}"
 
     @property
     def server(self) -> str:
