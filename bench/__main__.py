@@ -30,11 +30,14 @@ SCENARIOS = [
                   "the chip's limit, wall time"),
     ("conversions", "bin->hex, hex->bin, ELF->hex against intelhex, 128 KiB and 2 MiB; peak memory "
                     "for 2 MiB (issue 6, scenarios 5 and 7)"),
-    ("noop", "scons flash of an unchanged image vs plain scons and pyocd flash/load (issue 6, scenario 1)"),
-    ("changes", "one-byte change, code shift, two-page change: scons flash vs pyocd flash and the "
-                "founding mass erase + full write (issue 6, scenarios 2 and 3)"),
-    ("full", "the whole image onto an erased chip and onto one holding another image, against the "
-             "chip's limit and the seed's OpenOCD run (issue 6, scenario 4)"),
+    ("noop", "scons flash of an unchanged image vs plain scons (tools=[] and Environment()) and "
+             "pyocd flash/load (issue 6, scenario 1; issue 14's goal)"),
+    ("changes", "one-byte change, two pages, 17 of 39 pages, code shift: scons flash vs pyocd flash and "
+                "the founding mass erase + full write, against the k-page floor; the one-byte flash step by "
+                "step (issue 6, scenarios 2 and 3; issue 14's goals)"),
+    ("full", "the whole image onto an erased chip, one holding another image, one full of data; a 128 KiB "
+             "whole-flash image: against the chip's limit and the seed's OpenOCD run; the flash step by step "
+             "(issue 6, scenario 4; issue 14's goals)"),
     ("boards", "N boards (1, 2, 4, 8) flashed by one scons -jN flash: wall time, device time per board "
                "(issue 6, scenario 6)"),
     ("memory", "peak memory of scons flash of a full 128 KiB image, against plain scons and pyocd flash "

@@ -1,9 +1,10 @@
 """The contenders of the ``scons flash`` scenarios, each run in its own process.
 
 - :class:`Tree`: a temporary source tree whose SConstruct builds ``fw.bin`` from
-  ``src.bin`` (a copy, standing for the firmware build) and, in its ``tool`` form,
-  adds ``env.FlashAliases('fw.bin')`` for one or more simulated boards. The ``plain``
-  form is the same tree without the tool: what plain ``scons`` costs.
+  ``src.bin`` (a copy, standing for the firmware build) and, in its ``tool`` form
+  (``Environment(tools=['pyocd_tool'])``), adds ``env.FlashAliases('fw.bin')`` for one or more
+  simulated boards. The ``plain`` forms are the same tree without the tool: with the same
+  tool list minus it (``tools=[]``), or with ``Environment()``'s default tools.
 - :func:`pyocd_cli`: ``pyocd flash``/``pyocd load`` of the same file, through the same
   simulated probe, at the same SWD frequency.
 - :func:`founding`: the founding scenario's method replayed through pyOCD's command
@@ -103,15 +104,18 @@ class Tree:
     """A temporary tree: ``src.bin`` -> ``fw.bin`` (a copy); with ``boards``, the tool
     flashes ``fw.bin`` onto each (``scons flash`` flashes all of them)."""
 
-    def __init__(self, directory: Path, data: bytes, boards: Sequence[str] = (), erase: str = "auto"):
+    def __init__(self, directory: Path, data: bytes, boards: Sequence[str] = (), erase: str = "auto",
+                 tools: Optional[Sequence[str]] = None):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.boards = list(boards)
         self.write(data)
-        lines = ["env = Environment("
-                 + (f"tools=['pyocd_tool'], toolpath=[{str(TOOLS)!r}], PYOCD_TARGET='stm32f100rb', "
-                    f"PYOCD_FREQUENCY={str(FREQUENCY)!r}, PYOCD_ERASE={erase!r}" if boards else "")
-                 + ")",
+        if boards:
+            args = (f"tools=['pyocd_tool'], toolpath=[{str(TOOLS)!r}], PYOCD_TARGET='stm32f100rb', "
+                    f"PYOCD_FREQUENCY={str(FREQUENCY)!r}, PYOCD_ERASE={erase!r}")
+        else:       # plain: SCons's default tools, or the list given
+            args = "" if tools is None else f"tools={list(tools)!r}"
+        lines = [f"env = Environment({args})",
                  "image = env.Command('fw.bin', 'src.bin', Copy('$TARGET', '$SOURCE'))"]
         if len(self.boards) == 1:
             lines.append(f"env.FlashAliases(image, PYOCD_PROBE={self.boards[0]!r})")

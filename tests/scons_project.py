@@ -42,6 +42,15 @@ def scons_command():
     return [str(beside)] if beside.exists() else [sys.executable, "-m", "SCons"]
 
 
+def units(data: bytes, pages=None, page: int = PAGE) -> int:
+    """Half-words of ``data`` (from a page start) a flash programs onto erased pages: those that
+    are not 0xFFFF (programming one changes nothing, so the flash algorithm skips it); only in
+    ``pages`` (page numbers) when given."""
+    data = bytes(data) + b"\xff" * (-len(data) % page)
+    chosen = range(len(data) // page) if pages is None else pages
+    return sum(data[i:i + 2] != b"\xff\xff" for p in chosen for i in range(p * page, (p + 1) * page, 2))
+
+
 def random_image(size: int, seed: int = 1) -> bytes:
     rng = random.Random(seed)
     return bytes(rng.getrandbits(8) for _ in range(size))

@@ -1,5 +1,9 @@
 """Smoke test of the benchmark entry point: ``python -m bench ... --quick`` runs, prints
-its tables and a verdict for every goal, and writes its JSON (not into the checkout)."""
+its tables and a verdict for every goal, and writes its JSON (not into the checkout).
+
+Nothing here depends on how fast the machine is: the figures checked are counts (pages,
+half-words, connects) and the presence of every goal's verdict, never a time. The subprocess
+bound only catches a hang; on a busy 2-core machine the quick runs take a few minutes."""
 
 import json
 import os
@@ -9,7 +13,12 @@ import sys
 from conftest import ROOT
 
 
-def run_bench(tmp_path, *args, timeout=120):
+#: Seconds: a bound that only a hang reaches (the slowest run here takes about 5 minutes when
+#: the machine is busy).
+HANG = 3600
+
+
+def run_bench(tmp_path, *args, timeout=HANG):
     env = dict(os.environ, TMPDIR=str(tmp_path))   # the scenarios' scratch and board dirs
     return subprocess.run([sys.executable, "-m", "bench", *args, "--results-dir", str(tmp_path / "results")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
@@ -54,16 +63,19 @@ def test_scons_flash_scenarios_quick_on_a_small_image(tmp_path):
     """Every scons flash scenario, --quick, on a 4 KiB image: each runs, prints its table and
     goals, and its figures show the tool doing what it claims (no-op connects nothing; a
     one-byte change erases and programs one page; every board ends up flashed)."""
-    out = run_bench(tmp_path, *SCONS_FLASH_SCENARIOS, "--quick", "--image-bytes", "4096", timeout=300)
+    out = run_bench(tmp_path, *SCONS_FLASH_SCENARIOS, "--quick", "--image-bytes", "4096")
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
-    for line in ("goal: no-op scons flash <= 10 % or <= 50 ms over plain scons: ",
+    for line in ("goal: no-op scons flash <= +30 ms or +10 % over plain scons with the same tool list minus the tool: ",
+                 "goal: no-op scons flash <= +30 ms or +10 % over plain scons with Environment()'s default tools: ",
                  "goal: no-op scons flash >= 5x faster than pyocd flash of the unchanged image: ",
-                 "goal: one-byte change <= 1.2x (one page erased and programmed + the connect), device time: ",
-                 "goal: one-byte change >= 20x less device time than the founding full reflash: ",
-                 "goal: full image onto an erased chip (scons flash) within 5 % of the chip's limit: "):
+                 "goal: one byte changed: <= 1.2x (connect + one page erase + program): ",
+                 "goal: one byte changed: >= 30x less device time than the founding method: ",
+                 "goal: code shift (v1->v3): <= 1.05x the cheaper of mass erase + write and the page floor: ",
+                 "goal: full image onto an erased chip: <= 1.03x the chip's limit: ",
+                 "goal: full image onto a chip holding another image: <= 1.03x the chip's limit: "):
         assert line in text
-    assert " of 5 goals met" in text
+    assert " of 8 goals met" in text
     report = json.loads((tmp_path / "results" / "all.json").read_text())
     assert report["image_bytes"] == 4096
     assert set(report["scenarios"]) == set(SCONS_FLASH_SCENARIOS)
@@ -71,21 +83,27 @@ def test_scons_flash_scenarios_quick_on_a_small_image(tmp_path):
     results = {name: s["results"] for name, s in report["scenarios"].items()}
 
     noop = {r["contender"]: r for r in results["noop"]["rows"]}
-    assert set(noop) == {"plain scons", "scons flash", "pyocd flash", "pyocd load"}
+    assert set(noop) == {"plain scons", "plain scons, tools=[]", "scons flash", "pyocd flash", "pyocd load"}
     assert noop["scons flash"]["connects"] == 0 and noop["scons flash"]["device_s"] == 0
     assert noop["pyocd flash"]["connects"] == 1 and noop["pyocd flash"]["device_s"] > 0
 
     one = {r["contender"]: r for r in results["changes"]["rows"] if r["case"] == "one byte, 4,096 B"}
-    assert (one["scons flash"]["pages_erased"], one["scons flash"]["mass_erases"],
-            one["scons flash"]["halfwords_programmed"]) == (1, 0, 512)
+    assert (one["scons flash"]["pages_erased"], one["scons flash"]["mass_erases"]) == (1, 0)
+    assert 0 < one["scons flash"]["halfwords_programmed"] <= 512
     founding = one["founding (mass erase + all)"]
-    assert (founding["mass_erases"], founding["halfwords_programmed"]) == (1, 4 * 512)
+    # Our algorithm skips 0xFFFF half-words on erased pages, for pyOCD's own use too.
+    assert founding["mass_erases"] == 1 and 4 * 512 - 16 <= founding["halfwords_programmed"] <= 4 * 512
     assert any(r["case"].startswith("code shift") for r in results["changes"]["rows"])
+    steps = results["changes"]["breakdown_one_byte"]["measured"]
+    assert {"connect", "compare", "erase", "program + verify"} <= set(steps) and all(v >= 0 for v in steps.values())
 
     full = {(r["start"], r["contender"]): r for r in results["full"]["rows"]}
     assert set(s for s, _ in full) == {"erased", "another image"}
-    assert all(r["halfwords_programmed"] == 2048 for r in full.values())
+    assert all(2048 - 16 <= r["halfwords_programmed"] <= 2048 for r in full.values())
     assert full[("erased", "pyocd flash")]["pages_erased"] == 4
+    assert (full[("erased", "scons flash")]["pages_erased"], full[("erased", "scons flash")]["mass_erases"]) == (0, 0)
+    assert full[("another image", "scons flash")]["mass_erases"] == 1
+    assert "program + verify" in results["full"]["breakdown_erased"]["measured"]
 
     boards = results["boards"]["rows"]
     assert [r["boards"] for r in boards] == [1, 2]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from scons_project import PAGE, Project, random_image
+from scons_project import PAGE, Project, random_image, units
 from scons_pyocd import images
 from scons_pyocd.sim.board import FLASH_BASE
 
@@ -100,6 +100,12 @@ def tree(tmp_path):
 
 def holds(project: Project, data: bytes) -> bool:
     return project.board.read_flash(FLASH_BASE, len(data)) == data
+
+
+def changed_pages(old: bytes, new: bytes) -> list:
+    n = max(len(old), len(new))
+    old, new = old.ljust(n, b"\xff"), new.ljust(n, b"\xff")
+    return [p for p in range(-(-n // PAGE)) if old[p * PAGE:(p + 1) * PAGE] != new[p * PAGE:(p + 1) * PAGE]]
 
 
 # -- examples/nuttx with NuttX's make ---------------------------------------------------
@@ -220,12 +226,13 @@ def test_real_nuttx_v1_then_v2_through_make_programs_two_pages(example, tmp_path
     v1, v2 = (shared_firmware / name / "nuttx.bin" for name in NUTTX_BUILDS)
     tree = FakeNuttx(tmp_path / "nuttx", v1.read_bytes())
     _, delta = example.counters_after("flash", f"NUTTX_DIR={tree.dir}")
-    assert delta["halfwords_programmed"] == 39 * PAGE // 2      # 39,476 bytes: 39 pages
+    assert delta["halfwords_programmed"] == units(v1.read_bytes())      # 39,476 bytes: 39 pages
     assert holds(example, v1.read_bytes())
 
     tree.payload(v2.read_bytes())
     result, delta = example.counters_after("flash", f"NUTTX_DIR={tree.dir}")
-    assert (delta["pages_erased"], delta["mass_erases"], delta["halfwords_programmed"]) == (2, 0, PAGE)
+    assert (delta["pages_erased"], delta["mass_erases"], delta["halfwords_programmed"]) == \
+        (2, 0, units(v2.read_bytes(), changed_pages(v1.read_bytes(), v2.read_bytes())))
     assert "2 of 39 pages changed" in result.stdout
     assert holds(example, v2.read_bytes())
 
@@ -240,11 +247,13 @@ def test_real_nuttx_v1_then_v2_through_make_programs_two_pages(example, tmp_path
 def test_nuttx_image_of_each_format_flashes_v1_then_two_pages_of_v2(example, shared_firmware, name):
     v1, v2 = (shared_firmware / build / name for build in NUTTX_BUILDS)
     expected = (shared_firmware / NUTTX_BUILDS[1] / "nuttx.bin").read_bytes()
+    first = (shared_firmware / NUTTX_BUILDS[0] / "nuttx.bin").read_bytes()
     _, delta = example.counters_after("flash", f"NUTTX_IMAGE={v1}")
-    assert delta["halfwords_programmed"] == 39 * PAGE // 2
-    assert holds(example, (shared_firmware / NUTTX_BUILDS[0] / "nuttx.bin").read_bytes())
+    assert delta["halfwords_programmed"] == units(first)
+    assert holds(example, first)
     result, delta = example.counters_after("flash", f"NUTTX_IMAGE={v2}")
-    assert (delta["pages_erased"], delta["halfwords_programmed"]) == (2, PAGE)
+    assert (delta["pages_erased"], delta["halfwords_programmed"]) == \
+        (2, units(expected, changed_pages(first, expected)))
     assert holds(example, expected)
     result, delta = example.counters_after("flash", f"NUTTX_IMAGE={v2}")
     assert delta["connects"] == 0 and "flash is up to date" in result.stdout
@@ -305,7 +314,7 @@ def test_existing_tree_flashes_then_reprograms_only_the_changed_page(existing_tr
     first = hex_bytes(project)
     pages = -(-len(first) // PAGE)
     assert "arm-none-eabi-gcc" in result.stdout
-    assert delta["halfwords_programmed"] == pages * PAGE // 2
+    assert delta["halfwords_programmed"] == units(first)
     assert holds(project, first)
 
     result, delta = project.counters_after("flash")
@@ -320,7 +329,8 @@ def test_existing_tree_flashes_then_reprograms_only_the_changed_page(existing_tr
     differing = {i // PAGE for i in range(len(second)) if i >= len(first) or first[i] != second[i]}
     assert len(differing) == 1 and pages > 1
     assert re.findall(r"-o build/(\w+)\.o -c", result.stdout) == ["main"]
-    assert (delta["pages_erased"], delta["mass_erases"], delta["halfwords_programmed"]) == (1, 0, PAGE // 2)
+    assert (delta["pages_erased"], delta["mass_erases"], delta["halfwords_programmed"]) == \
+        (1, 0, units(second, differing))
     assert f"1 of {pages} pages changed" in result.stdout
     assert holds(project, second)
 

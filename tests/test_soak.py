@@ -19,7 +19,9 @@ LONG = 200
 def check(result):
     assert result.ok, "\n".join(result.problems)
     assert (result.mismatches, result.false_up_to_date, result.false_records) == (0, 0, 0)
-    assert result.faults_fired > 0 and result.failures == result.faults_fired
+    # Every failure had a fault (result.ok). A fault that fires in the last transfers of a
+    # session (pyOCD's disconnect, after the flash completed and was recorded) fails nothing.
+    assert result.faults_fired > 0 and 0 < result.failures <= result.faults_fired
     assert result.flashes > 0 and result.up_to_date > 0     # both paths were exercised
 
 

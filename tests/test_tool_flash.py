@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from scons_project import FAST_FAIL, PAGE, Project, random_image, scons_command
+from scons_project import FAST_FAIL, PAGE, Project, random_image, scons_command, units
+from scons_pyocd.images import load_image
 from scons_pyocd.records import probe_lock
 from scons_pyocd.sim.board import FLASH_BASE
 
@@ -28,13 +29,15 @@ def holds(project, data, address=FLASH_BASE):
     return project.board.read_flash(address, len(data)) == data
 
 
+
 def test_first_flash_programs_every_page_and_the_second_is_a_no_op(project):
     result, delta = project.counters_after("flash")
-    # An erased chip: one mass erase is cheaper than 20 page erases and loses nothing.
-    assert (delta["mass_erases"], delta["pages_erased"], delta["halfwords_programmed"]) == (1, 0, SIZE // 2)
+    # An erased chip: nothing to erase (every page is found blank), every half-word programmed.
+    assert (delta["mass_erases"], delta["pages_erased"], delta["halfwords_programmed"]) == \
+        (0, 0, units(project.data))
     assert holds(project, project.data)
     assert result.stdout.strip().splitlines()[-1].startswith(
-        "flash fw.hex onto stm32f100rb via sim-a: mass erase, 20 of 20 pages programmed, 20 KiB in ")
+        "flash fw.hex onto stm32f100rb via sim-a: 20 of 20 pages changed, 20 KiB in ")
     assert project.record_entry()["valid"]
 
     before = project.board.counters()
@@ -46,6 +49,7 @@ def test_first_flash_programs_every_page_and_the_second_is_a_no_op(project):
 
 
 def test_auto_erase_never_mass_erases_over_data_outside_the_image(project):
+    project.board.write_flash(FLASH_BASE, random_image(SIZE, seed=9))      # another image
     project.board.write_flash(FLASH_BASE + 100 * PAGE + 3, b"\x5a")    # someone else's data
     result, delta = project.counters_after("flash")
     assert (delta["mass_erases"], delta["pages_erased"]) == (0, 20)
@@ -95,6 +99,21 @@ def test_one_byte_change_programs_exactly_one_page(project):
     assert (delta["pages_erased"], delta["halfwords_programmed"], delta["mass_erases"]) == (1, PAGE // 2, 0)
     assert holds(project, bytes(changed))
     assert "1 of 20 pages changed, 1 KiB" in result.stdout
+
+
+def test_pyocd_debug_prints_the_plan_before_anything_is_written(project):
+    project.run("flash")
+    changed = bytearray(project.data)
+    changed[3 * PAGE + 1] ^= 0x01
+    project.image(bytes(changed))
+    result, delta = project.counters_after("flash", "--pyocd-debug")
+    lines = result.stderr.splitlines()
+    first = next(i for i, line in enumerate(lines)
+                 if line.startswith("flash plan for ") and "fw.hex: 20 page(s) touched" in line)
+    steps = [line.split()[0] for line in lines[first + 1:first + 6]]
+    assert steps == ["compare", "erase", "program", "verify", "total"], lines[first:first + 6]
+    assert "1 page(s): 0x08000C00-0x08000FFF" in lines[first + 2] and "est." in lines[first + 2]
+    assert delta["pages_erased"] == 1 and holds(project, bytes(changed))
 
 
 @pytest.mark.parametrize("args", [
@@ -151,8 +170,9 @@ def test_erase_of_an_address_range_erases_those_sectors_only(project):
     assert (delta["pages_erased"], delta["mass_erases"]) == (2, 0)
     assert project.board.read_flash(FLASH_BASE + PAGE, 2 * PAGE) == b"\xff" * 2 * PAGE
     assert holds(project, project.data[:PAGE]) and holds(project, project.data[3 * PAGE:], FLASH_BASE + 3 * PAGE)
-    _, delta = project.counters_after("flash")
-    assert delta["pages_erased"] == 2 and holds(project, project.data)
+    _, delta = project.counters_after("flash")     # the two pages are blank: programmed, not erased
+    assert (delta["pages_erased"], delta["halfwords_programmed"]) == (0, units(project.data, [1, 2]))
+    assert holds(project, project.data)
 
 
 def test_another_project_on_the_same_board_makes_the_first_reflash(project, tmp_path):
@@ -309,7 +329,7 @@ def test_raw_binary_goes_to_the_flash_start_and_elf_to_its_load_addresses(projec
                        f"env.Alias('elf', env.Flash({str(nuttx / 'nuttx')!r}))\n")
     result, delta = project.counters_after("bin")
     data = (nuttx / "nuttx.bin").read_bytes()
-    assert holds(project, data) and delta["halfwords_programmed"] == 39 * PAGE // 2
+    assert holds(project, data) and delta["halfwords_programmed"] == units(data)
     assert (project.dir / "nuttx.bin.sim-a.flashed").exists()    # beside the SConstruct, not in ../shared
     _, delta = project.counters_after("elf")                        # same bytes from the ELF: nothing to program
     assert delta["connects"] == 1 and delta["halfwords_programmed"] == 0
@@ -318,14 +338,17 @@ def test_raw_binary_goes_to_the_flash_start_and_elf_to_its_load_addresses(projec
 def test_nuttx_v1_v2_v3_program_the_pages_that_differ(project, shared_firmware):
     hexes = [shared_firmware / v / "nuttx.hex" for v in
              ("stm32vldiscovery-nsh-v1", "stm32vldiscovery-nsh-v2", "stm32vldiscovery-nsh-v3-codeshift")]
-    # v1 onto an erased chip and v3 (every page differs, the rest blank): a mass erase is
-    # cheaper than 39 page erases; v2 differs from v1 in 2 pages: 2 page erases.
-    expected = [(1, 0, 39), (0, 2, 2), (1, 0, 39)]
-    for path, (mass, erased, pages) in zip(hexes, expected):
+    # v1 onto an erased chip: nothing to erase; v2 differs from v1 in 2 pages: 2 page erases;
+    # v3 (every page differs, the rest blank): a mass erase is cheaper than 39 page erases.
+    bins = [load_image(path).to_bytes() for path in hexes]
+    differ = [p for p in range(len(bins[1]) // PAGE + 1)
+              if bins[0][p * PAGE:(p + 1) * PAGE] != bins[1][p * PAGE:(p + 1) * PAGE]]
+    assert len(differ) == 2
+    expected = [(0, 0, units(bins[0])), (0, 2, units(bins[1], differ)), (1, 0, units(bins[2]))]
+    for path, counts in zip(hexes, expected):
         (project.dir / "fw.hex").write_bytes(path.read_bytes())
         _, delta = project.counters_after("flash")
-        assert (delta["mass_erases"], delta["pages_erased"], delta["halfwords_programmed"]) == \
-            (mass, erased, pages * PAGE // 2)
+        assert (delta["mass_erases"], delta["pages_erased"], delta["halfwords_programmed"]) == counts
         project.run("verify")
 
 
@@ -416,3 +439,47 @@ def test_an_interrupted_flash_leaves_no_record_and_the_next_run_programs(tmp_pat
     _, delta = p.counters_after("flash")
     assert delta["halfwords_programmed"] > 0 and holds(p, data)
     p.run("verify")
+
+
+
+GENERIC_TARGET = """\
+from pyocd.target import TARGET
+from pyocd.core.memory_map import FlashRegion, MemoryMap, RamRegion
+from scons_pyocd.target_stm32f100rb import FLASH_ALGO, STM32F100RB
+
+class Generic(STM32F100RB):
+    MEMORY_MAP = MemoryMap(
+        FlashRegion(start=0x08000000, length=0x20000, blocksize=0x400, is_boot_memory=True,
+                    algo={{k: v for k, v in FLASH_ALGO.items() if k != 'scons_pyocd'}},
+                    erased_byte_value=0xFF, erase_all_weight=0.02, erase_sector_weight=0.02,
+                    program_page_weight=0.02688),
+        RamRegion(start=0x20000000, length=0x2000))
+
+TARGET['generic_f100'] = Generic
+"""
+
+
+def test_a_target_whose_algorithm_has_no_command_tables_is_flashed_through_pyocds_flash_api(project):
+    """Other targets (a CMSIS pack, pyOCD's built-in ones) go through pyOCD's public Flash API:
+    the same plan, carried out with erase_sector / erase_all / program_page, compared by
+    pyOCD's CRC analyzer and reads."""
+    project.sconstruct(GENERIC_TARGET + ALIASES, target="generic_f100")
+    result, delta = project.counters_after("flash")
+    assert holds(project, project.data) and delta["pages_erased"] == delta["mass_erases"] == 0
+    assert "20 of 20 pages changed" in result.stdout
+    changed = bytearray(project.data)
+    changed[5 * PAGE + 9] ^= 0x40
+    project.image(bytes(changed))
+    result, delta = project.counters_after("flash")
+    assert (delta["pages_erased"], delta["mass_erases"]) == (1, 0) and holds(project, bytes(changed))
+    assert "1 of 20 pages changed" in result.stdout
+    assert "matches (crc)" in project.run("verify").stdout
+    # Every page differs and the rest of the flash is blank: one mass erase (EraseChip).
+    other = random_image(SIZE, seed=77)
+    project.image(other)
+    result, delta = project.counters_after("flash", "--verify=read")
+    assert (delta["pages_erased"], delta["mass_erases"]) == (0, 1) and holds(project, other)
+    assert "mass erase, 20 of 20 pages programmed" in result.stdout
+    project.board.write_flash(FLASH_BASE + 7 * PAGE, b"\x00")      # behind the tool's back
+    result = project.run("verify", check=False)
+    assert f"verify failed on probe sim-a: at 0x{FLASH_BASE + 7 * PAGE:08X}" in result.stderr

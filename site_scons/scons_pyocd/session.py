@@ -1,4 +1,5 @@
-"""The pyOCD layer: find the probe, connect, check the chip, erase, program, verify.
+"""The pyOCD layer: find the probe, connect, check the chip, ask it what a flash plan needs,
+carry the plan out (erase, program, verify).
 
 Knows nothing of SCons and nothing of records: callers (:mod:`.operations`)
 decide when to lock, what to record, what to print. pyOCD is imported inside
@@ -16,7 +17,6 @@ directory (pyOCD ``chdir``s into it, which would disturb a parallel build).
 ``PYOCD_OPTIONS`` can turn either back on (see the user guide).
 """
 
-import binascii
 import contextlib
 import logging
 import os
@@ -26,6 +26,10 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Opt
 
 from .errors import FlashError
 from .images import Image, check_fits
+from .plan import (Answers, Costs, Geometry, Options, PageState, Plan, PlanError, Query, Region, Step,
+                   blank_check_ranges, crc32, estimate_survey, intersect, make_plan, merge, needs_reading,
+                   page_states, states_from_data, subtract, survey_query, untouched_states)
+from .plan import preview as plan_preview
 from .targets import IDENTITIES
 
 Range = Tuple[int, int]
@@ -72,7 +76,8 @@ class Settings:
     ``reset``: run / halt / none after writing. ``erase``: auto / sector / chip.
     ``verify``: crc / read / none. ``options``: extra pyOCD session options.
     ``progress``: draw a progress bar on stderr (None: when stderr is a terminal).
-    ``debug``: show pyOCD's log on stderr. ``should_stop``: polled between pages; when it
+    ``debug``: show pyOCD's log and the flash plan on stderr. ``should_stop``: polled between
+    steps (an algorithm call, a page); when it
     returns True the operation stops with a FlashError (the caller's Ctrl-C).
     """
     target: str = ""
@@ -89,7 +94,8 @@ class Settings:
 
 @dataclass
 class FlashResult:
-    """Figures of one flash, from pyOCD's ProgrammingInfo (never from its log)."""
+    """Figures of one flash, from its plan. ``seconds``: wall time of the writing and verifying;
+    ``ranges``: the page ranges the image touches."""
     target: str
     probe: str
     pages_total: int
@@ -290,44 +296,62 @@ def find_probe(wanted: str, served=None, say: Callable[[str], None] = print):
 # -- progress ---------------------------------------------------------------------------
 
 class Interrupted(FlashError):
-    """The user stopped the operation (Ctrl-C) between two pages."""
+    """The user stopped the operation (Ctrl-C) between two steps."""
 
 
 class Progress:
-    """A one-line progress bar on stderr, or nothing when stderr is not a terminal.
+    """Progress of the phases that can take more than about a second (connecting, comparing,
+    erasing, programming, verifying), and the place where Ctrl-C is honoured.
 
-    pyOCD calls it between pages, which makes it the place to honour ``should_stop``.
+    The executor calls ``phase(name, total)`` when a phase starts (``total`` units of the
+    phase's own kind: pages, bytes), ``advance(n)`` after each step (an algorithm call, a
+    page) and ``done()`` at the end. ``advance`` and ``phase`` poll ``should_stop`` and raise
+    :class:`Interrupted` when it returns True: the operation then stops between two steps.
+    This renderer draws a one-line bar on stderr when ``enabled`` (None: when stderr is a
+    terminal); another one (periodic lines for CI logs) can stand in with the same methods.
     """
 
     WIDTH = 30
 
-    def __init__(self, enabled: Optional[bool], should_stop: Optional[Callable[[], bool]] = None):
+    def __init__(self, enabled: Optional[bool] = None, should_stop: Optional[Callable[[], bool]] = None):
         if enabled is None:
             enabled = sys.stderr.isatty()
         self.enabled = enabled
         self.should_stop = should_stop
-        self.label = ""
+        self.name = ""
+        self.total = 0
+        self.count = 0
         self._shown = -1
 
-    def phase(self, label: str) -> Callable[[float], None]:
-        self.label = label
-        self._shown = -1
+    def phase(self, name: str, total: int = 0) -> "Progress":
+        self.done()
+        self.name, self.total, self.count = name, max(0, int(total)), 0
+        self.check()
+        self._draw()
         return self
 
-    def __call__(self, fraction: float) -> None:
+    def check(self) -> None:
+        """Raise :class:`Interrupted` if the caller asked to stop."""
         if self.should_stop is not None and self.should_stop():
             self.done()
-            raise Interrupted(f"interrupted (Ctrl-C) while {self.label or 'working'}: the operation "
+            raise Interrupted(f"interrupted (Ctrl-C) while {self.name or 'working'}: the operation "
                               "stopped between two pages. The board is not recorded as flashed; run "
                               "the command again to finish.")
+
+    def advance(self, n: int = 1) -> None:
+        self.count += n
+        self.check()
+        self._draw()
+
+    def _draw(self) -> None:
         if not self.enabled:
             return
-        percent = max(0, min(100, int(fraction * 100)))
+        percent = max(0, min(100, self.count * 100 // self.total)) if self.total else 0
         if percent == self._shown:
             return
         self._shown = percent
         filled = self.WIDTH * percent // 100
-        sys.stderr.write(f"\r{self.label:11} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {percent:3d}%")
+        sys.stderr.write(f"\r{self.name:11} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {percent:3d}%")
         sys.stderr.flush()
 
     def done(self) -> None:
@@ -359,7 +383,7 @@ def _pyocd_logging(debug: bool) -> Iterator[None]:
         logger.handlers = saved[2]
 
 
-# -- the board --------------------------------------------------------------------------
+# -- the connection ---------------------------------------------------------------------
 
 class Connection:
     """An open pyOCD session on one probe and its chip. Use as a context manager::
@@ -367,6 +391,12 @@ class Connection:
         with Connection.open(settings, probe) as connection:
             connection.check_identity()
             result = connection.flash(image, before_write)
+
+    Flashing is planned first (:mod:`.plan`, pure) from what the chip is asked, then the plan
+    is carried out by an executor that uses pyOCD's public API only: our own flash
+    algorithm's command tables when the target's algorithm declares them
+    (:class:`_FpecExecutor`), pyOCD's ``Flash`` calls and memory reads otherwise
+    (:class:`_PyocdExecutor`).
     """
 
     def __init__(self, settings: Settings, probe):
@@ -376,6 +406,7 @@ class Connection:
         self._session = None
         self._progress = Progress(False if settings.debug else settings.progress, settings.should_stop)
         self._logging = contextlib.ExitStack()
+        self._executor = None
 
     # -- connection ---------------------------------------------------------------------
     @classmethod
@@ -438,10 +469,14 @@ class Connection:
     def close(self) -> None:
         session, self._session = self._session, None
         try:
+            if self._executor is not None and session is not None:
+                with contextlib.suppress(Exception):
+                    self._executor.finish()
             if session is not None:
                 with contextlib.suppress(Exception):
                     session.close()
         finally:
+            self._executor = None
             self._progress.done()
             self._logging.close()
 
@@ -478,12 +513,24 @@ class Connection:
         check_fits(image, fit_regions(self.target_name, self.flash_regions()))
 
     def sectors(self, image: Image) -> List[Range]:
-        """The sector-aligned ranges an image's data falls in (merged)."""
-        pages: List[Range] = []
-        for region in self.flash_regions():
-            size = region.sector_size or region.blocksize
-            pages += [(page, page + size) for page in image.pages(size) if region.start <= page < region.end]
-        return _merge(pages)
+        """The page-aligned ranges an image's data falls in (merged)."""
+        geometry = self.geometry()
+        return merge((page, page + region.page_size) for region, page in geometry.touched(image.ranges()))
+
+    def pages(self, image: Image) -> List[Range]:
+        """Every flash page the image touches, as ``(start, end)``, in address order."""
+        return [(page, page + region.page_size) for region, page in self.geometry().touched(image.ranges())]
+
+    def page_size_at(self, address: int) -> int:
+        region = self.geometry().region_at(address)
+        if region is None:
+            raise FlashError(f"0x{address:08X} is not in the flash of {self.target_name}.")
+        return region.page_size
+
+    def geometry(self) -> Geometry:
+        """The flash regions as :mod:`.plan` sees them, timings from pyOCD's region weights
+        (for our targets, the datasheet's: see :mod:`.target_stm32f100rb`)."""
+        return geometry_of(self.flash_regions())
 
     # -- identity -----------------------------------------------------------------------
     def check_identity(self) -> str:
@@ -520,214 +567,174 @@ class Connection:
         expected = IDENTITIES.get(self.target_name.lower())
         if expected is None or expected.unique_id_address is None:
             return None
-        with translate(self.probe_id, "reading the chip's unique id"):
+        with translate(self.probe_id, "reading the chip's identity (unique id)"):
             data = self.target.read_memory_block8(expected.unique_id_address, expected.unique_id_bytes)
         return bytes(data).hex()
 
-    # -- what the chip holds --------------------------------------------------------------
-    def page_size_at(self, address: int) -> int:
-        for region in self.flash_regions():
-            if region.start <= address <= region.end:
-                return region.sector_size or region.blocksize
-        raise FlashError(f"0x{address:08X} is not in the flash of {self.target_name}.")
-
-    def pages(self, image: Image) -> List[Range]:
-        """Every flash page the image touches, as (start, end)."""
-        pages: List[Range] = []
-        for region in self.flash_regions():
-            size = region.sector_size or region.blocksize
-            pages += [(page, page + size) for page in image.pages(size) if region.start <= page < region.end]
-        return pages
-
-    def survey(self, image: Image) -> Survey:
-        """The CRC of every page ``image`` touches, as the chip holds it, and which of them differ
-        from the image inside its ranges (pages are read whole)."""
-        self.check_fits(image)
-        crcs: Dict[int, int] = {}
-        differing: List[int] = []
-        with translate(self.probe_id, f"comparing {image.source} with the chip"):
-            for lo, hi in self.pages(image):
-                data = bytes(self.target.read_memory_block8(lo, hi - lo))
-                crcs[lo] = binascii.crc32(data) & 0xFFFFFFFF
-                if _first_difference(image, lo, data, image.data_at(lo, hi - lo)) is not None:
-                    differing.append(lo)
-        return Survey(crcs, differing)
-
-    def _facts_after(self, image: Image, programmed: Sequence[Range]) -> Tuple[Dict[int, int], Dict[int, bytes]]:
-        """(page CRCs, whole content of the programmed pages) after a verified flash of ``image``:
-        pages the image fills are its bytes; the others are read."""
-        crcs: Dict[int, int] = {}
-        written: Dict[int, bytes] = {}
-        covered = image.ranges()
-        with translate(self.probe_id, f"reading back {image.source}"):
-            for lo, hi in self.pages(image):
-                if _subtract([(lo, hi)], covered):
-                    data = bytes(self.target.read_memory_block8(lo, hi - lo))
-                else:
-                    data = image.data_at(lo, hi - lo)
-                crcs[lo] = binascii.crc32(data) & 0xFFFFFFFF
-                if _intersect([(lo, hi)], programmed):
-                    written[lo] = data
-        return crcs, written
-
-    # -- writing ------------------------------------------------------------------------
-    def _builders(self, image: Image) -> list:
-        """One pyOCD FlashBuilder per flash region the image touches, data added."""
-        builders = []
-        for region in self.flash_regions():
-            builder = None
-            for start, data in image.segments:
-                lo, hi = max(start, region.start), min(start + len(data), region.end + 1)
-                if lo < hi:
-                    if builder is None:
-                        builder = region.flash.get_flash_builder()
-                        builder.log_performance = False
-                        builders.append(builder)
-                    builder.add_data(lo, data[lo - start:hi - start])
-        return builders
-
-    def flash(self, image: Image, before_write: BeforeWrite = lambda ranges: None) -> FlashResult:
-        """Program ``image`` per the erase policy, verify it, reset per ``settings.reset``.
-
-        Checks (identity, fit) come first; ``before_write`` is called with the ranges
-        about to change (None for a mass erase) just before the first write.
-
-        Smart flash compares every page of the image with the chip (on-chip CRC) and
-        programs those that differ; ``verify='crc'`` then checks the pages programmed. The
-        board record is never trusted for this: a board rewritten behind the tool's back
-        must not be reported as verified.
-        """
+    # -- planning ---------------------------------------------------------------------------
+    def options(self) -> Options:
         s = self.settings
+        return Options(erase=s.erase, verify=s.verify,
+                       keep_unwritten=bool(s.options.get("keep_unwritten", True)))
+
+    def executor(self):
+        """The executor for this target's flash (created once per connection)."""
+        if self._executor is None:
+            self._executor = _executor_for(self, self.flash_regions())
+        return self._executor
+
+    def _facts(self, image: Image, options: Options, doing: str) -> Tuple[Dict[int, PageState], List[Step]]:
+        """Ask the chip what the plan needs to know (see :func:`.plan.make_plan`)."""
+        geometry = self.geometry()
+        ex = self.executor()
+        chip: Dict[int, PageState] = {}
+        steps: List[Step] = []
+        with translate(self.probe_id, doing):
+            if options.erase == "auto":
+                query = survey_query(image, geometry)
+            else:       # nothing to compare; only what keeping the bytes beside the image needs
+                partial = [page for region, page in geometry.touched(image.ranges())
+                           if intersect(merge(image.ranges()), [(page, page + region.page_size)])
+                           != [(page, page + region.page_size)]]
+                query = survey_query(image, geometry, partial if options.keep_unwritten else [])
+            if query.pages:
+                self._progress.phase("comparing", len(query.pages))
+                chip.update(ex.answer(image, geometry, query, self._progress))
+                steps.append(Step("compare", f"{len(query.pages)} page(s) {ex.how_compared}",
+                                  estimate_survey(query, ex.costs)))
+            blank = blank_check_ranges(image, geometry, chip, options, ex.costs)
+            if blank:
+                self._progress.phase("comparing", len(blank))
+                found = ex.blank(blank, self._progress)
+                for (lo, hi), is_blank in zip(blank, found):
+                    if is_blank:
+                        chip.update(untouched_states(geometry, image, [(lo, hi)]))
+                nbytes = sum(hi - lo for lo, hi in blank)
+                steps.append(Step("blank check", f"{_kib(nbytes)} outside the image: "
+                                  f"{'blank' if all(found) else 'NOT blank'}", nbytes * ex.costs.crc_per_byte))
+            read = needs_reading(image, geometry, chip, options)
+            if read:
+                pages = ex.read_pages(read, geometry)
+                chip.update(states_from_data(image, geometry, pages))
+                nbytes = sum(len(d) for d in pages.values())
+                steps.append(Step("read", f"{len(read)} page(s) to keep the bytes beside the image",
+                                  nbytes * ex.costs.read_per_byte))
+            self._progress.done()
+        return chip, steps
+
+    def plan(self, image: Image) -> Plan:
+        """Check the chip, ask it what the plan needs, and plan the flash of ``image`` (nothing
+        is written). With ``settings.debug`` the plan is printed on stderr."""
         self.check_identity()
         self.check_fits(image)
-        ranges = self.sectors(image)
-        builders = self._builders(image)
-        # auto: pyOCD may pick a mass erase only when the image's sectors are the whole flash,
-        # so nothing outside the image is ever erased.
-        whole = sum(hi - lo for lo, hi in ranges) == sum(r.length for r in self.flash_regions())
-        chip_erase = {"chip": "chip", "sector": "sector"}.get(s.erase, "auto" if whole else "sector")
-        smart = s.erase == "auto"
-        trust_crc = bool(s.options.get("fast_program", True))   # verify follows anyway
-        keep = bool(s.options.get("keep_unwritten", True))     # preserve the rest of a touched sector
-        # Only with one flash region: a mass erase may clear every region, and only this
-        # one is checked blank.
-        if s.erase == "auto" and not whole and len(builders) == 1 and len(self.flash_regions()) == 1:
-            with translate(self.probe_id, f"comparing {image.source} with the chip"):
-                chip_erase = self._cheaper_erase(builders[0], trust_crc, keep)
-        before_write(None if chip_erase == "chip" else ranges)
-        perfs = []
-        with translate(self.probe_id, f"flashing {image.source}"):
-            for builder in builders:
-                builder.erase(chip_erase=chip_erase, smart_flash=smart, fast_verify=trust_crc,
-                              keep_unwritten=keep, progress_cb=self._progress.phase("erasing"))
-                perfs.append(builder.program(smart_flash=smart, fast_verify=trust_crc, keep_unwritten=keep,
-                                             progress_cb=self._progress.phase("programming")))
-                if chip_erase == "chip":
-                    chip_erase = "sector"     # one mass erase clears every region
-            self._progress.done()
-        written_part = self._written_part(image, builders)
-        if s.verify != "none":
-            self._check_equal(written_part if s.verify == "crc" else image, s.verify)
-        page_crcs, written = self._facts_after(
-            image, ranges if chip_erase == "chip" or written_part is image else
-            _merge([(lo - lo % self.page_size_at(lo), hi) for lo, hi in written_part.ranges()]))
-        self.reset_after()
-        return FlashResult(
-            target=self.target_name, probe=self.probe_id,
-            pages_total=sum(p.program_page_count + p.skipped_page_count for p in perfs),
-            pages_programmed=sum(p.program_page_count for p in perfs),
-            bytes_programmed=sum(p.program_byte_count for p in perfs),
-            sectors_erased=sum(p.erase_sector_count for p in perfs),
-            chip_erase=any(p.program_type == 2 for p in perfs),   # FlashBuilder.FLASH_CHIP_ERASE
-            seconds=sum(p.erase_time + p.program_time for p in perfs),
-            verify=s.verify, ranges=ranges, page_crcs=page_crcs, written=written)
-
-    @staticmethod
-    def _written_part(image: Image, builders: list) -> Image:
-        """What ``verify='crc'`` must check after programming: the image's bytes in the pages
-        just programmed. The other pages were found equal to the image by smart flash's
-        on-chip CRC (compared with the image's CRC on the host) and were not touched.
-        The whole image when pyOCD does not say which pages it programmed."""
+        options = self.options()
+        chip, steps = self._facts(image, options, f"comparing {image.source} with the chip")
         try:
-            pages = [(page.addr, page.addr + page.size) for builder in builders
-                     for page in builder.page_list if page.same is not True]
-        except AttributeError:   # FlashBuilder internals of another pyOCD
-            return image
-        segments = []
-        for lo, hi in _intersect(image.ranges(), _merge(pages)):
-            segments.append((lo, image.data_at(lo, hi - lo)))
-        return Image(segments, image.source, image.fmt)
+            plan = make_plan(image, self.geometry(), chip, options, self.executor().costs, steps)
+        except PlanError as exc:
+            raise FlashError(f"cannot plan the flash of {image.source} on {self.target_name}: {exc}. "
+                             "Nothing was written; please report it.") from None
+        if self.settings.debug:
+            sys.stderr.write(plan.describe() + "\n")
+            sys.stderr.flush()
+        return plan
 
-    def _cheaper_erase(self, builder, trust_crc: bool, keep: bool) -> str:
-        """``'chip'`` when a mass erase then programming the image costs less than erasing and
-        programming the sectors that differ, *and* every sector outside the image's is already
-        erased (so the mass erase loses nothing); ``'sector'`` otherwise.
+    # -- writing ------------------------------------------------------------------------
+    def flash(self, image: Image, before_write: BeforeWrite = lambda ranges: None) -> FlashResult:
+        """Program ``image`` per the plan (see :mod:`.plan`), verify it, reset per ``settings.reset``.
 
-        Costs are pyOCD's own estimates (the flash region's weights, from the datasheet for
-        our targets), from its smart-flash analysis of the image's pages (an on-chip CRC
-        per page, which the programming step then reuses). The blank check runs only when
-        the mass erase would win: an on-chip CRC of the rest of the flash.
+        Checks (identity, fit) and the questions to the chip come first; ``before_write`` is
+        called once, with the merged page ranges about to be erased or programmed (None for a
+        mass erase), just before the first write, and not at all when nothing needs writing.
+        Which pages differ is always asked of the chip, never taken from a record.
         """
-        try:   # FlashBuilder internals (pyOCD 0.36-0.46); another pyOCD falls back to 'sector'
-            builder._prepare_sectors_and_pages(keep, True)
-            _, sector_weight = builder._compute_sector_erase_pages_and_weight(trust_crc)
-            _, chip_weight = builder._compute_chip_erase_pages_and_weight()
-            touched = [(sector.addr, sector.addr + sector.size) for sector in builder.sector_list]
-        except AttributeError:
-            return "sector"
-        region = builder.flash.region
-        rest = _subtract([(region.start, region.end + 1)], sorted(touched))
-        check_weight = sum(hi - lo for lo, hi in rest) * BLANK_CHECK_WEIGHT_PER_BYTE
-        LOG.debug("erase estimate: sectors %.3f s, chip %.3f s + blank check %.3f s",
-                  sector_weight, chip_weight, check_weight)
-        if chip_weight + check_weight >= sector_weight:
-            return "sector"
-        return "chip" if self._is_blank(region, rest) else "sector"
+        import time
+        plan = self.plan(image)
+        ex = self.executor()
+        started = time.monotonic()
+        if plan.writes:
+            before_write(plan.ranges())
+            with translate(self.probe_id, f"flashing {image.source}"):
+                ex.run(plan, self._progress)
+        if plan.verify == "read":
+            with translate(self.probe_id, f"verifying {image.source}"):
+                self._progress.phase("verifying", len(plan.verify_pages))
+                self._verify_read(image, plan)
+        seconds = time.monotonic() - started
+        self._progress.done()
+        with translate(self.probe_id, f"flashing {image.source}"):
+            ex.finish(reset_follows=self.resets_the_chip())
+        self.reset_after()
+        written = {w.address: w.data for w in plan.program}
+        for region in plan.mass_erase:     # every other page of a mass-erased region ends blank
+            for r in self.geometry().regions:
+                if r.group == region.group:
+                    blank = r.blank_page()
+                    written.update((page, blank) for page in range(r.start, r.end, r.page_size)
+                                   if page not in written)
+        for page in plan.erase:
+            written.setdefault(page, self.geometry().region_at(page).blank_page())
+        return FlashResult(
+            target=self.target_name, probe=self.probe_id, pages_total=plan.pages_total,
+            pages_programmed=len(plan.program),
+            bytes_programmed=sum(len(w.data) for w in plan.program),
+            sectors_erased=len(plan.erase), chip_erase=bool(plan.mass_erase), seconds=seconds,
+            verify=plan.verify, ranges=self.sectors(image), page_crcs=plan.page_crcs(), written=written,
+            plan=plan)
 
-    def _is_blank(self, region, ranges: Sequence[Range]) -> bool:
-        """Whether every byte of ``ranges`` (inside ``region``) reads as erased: an on-chip CRC
-        of each analyzer block inside them, reads for the rest."""
-        erased = region.erased_byte_value
-        size = _analyzer_block_size(region)
-        blocks = [(block, size) for lo, hi in ranges for block in _whole_blocks(lo, hi, size)]
-        for lo, hi in _subtract(ranges, [(block, block + size) for block, _ in blocks]):
-            if any(b != erased for b in self.target.read_memory_block8(lo, hi - lo)):
-                return False
-        blank_crc = binascii.crc32(bytes([erased]) * size) & 0xFFFFFFFF
-        return all(crc == blank_crc for crc in _chip_crcs(region, blocks)) if blocks else True
+    def _verify_read(self, image: Image, plan: Plan) -> None:
+        """Read back every page the image touches: programmed pages whole, the others where
+        the image has bytes. FlashError at the first difference."""
+        programmed = {w.address: w.data for w in plan.program}
+        for page in plan.verify_pages:
+            size = plan.page_sizes[page]
+            found = bytes(self.target.read_memory_block8(page, size))
+            if page in programmed:
+                if found != programmed[page]:
+                    raise self._verify_failed(image, _page_mismatch(page, programmed[page], found))
+            else:
+                mismatch = _first_difference(image, page, found, image.data_at(page, size))
+                if mismatch is not None:
+                    raise self._verify_failed(image, mismatch)
+            self._progress.advance()
 
     def erase(self, ranges: Optional[Sequence[Range]] = None,
               before_write: BeforeWrite = lambda ranges: None) -> str:
-        """Mass erase (``ranges`` None), or erase every sector overlapping ``ranges``; return
+        """Mass erase (``ranges`` None), or erase every page overlapping ``ranges``; return
         the line to print."""
-        from pyocd.flash.eraser import FlashEraser
         self.check_identity()
-        regions = self.flash_regions()
+        geometry = self.geometry()
         if ranges is None:
             before_write(None)
             with translate(self.probe_id, "erasing the chip"):
-                FlashEraser(self._session, FlashEraser.Mode.CHIP).erase()
+                self.executor().erase(geometry.regions, None, self._progress)
+                self.executor().finish(reset_follows=self.resets_the_chip())
             self.reset_after()
             return f"erase {self.target_name} via {self.probe_id}: mass erase"
-        spans: List[Range] = []
+        pages: List[int] = []
         for lo, hi in ranges:
-            region = next((r for r in regions if r.start <= lo and hi <= r.end + 1), None)
-            if region is None or lo >= hi:
+            region = geometry.region_at(lo)
+            if region is None or lo >= hi or hi > region.end:
                 raise FlashError(
                     f"erase range 0x{lo:08X}-0x{hi - 1:08X} is not inside the flash of {self.target_name} "
-                    f"({', '.join(f'0x{r.start:08X}-0x{r.end:08X}' for r in regions)}). Nothing was "
+                    f"({', '.join(f'0x{r.start:08X}-0x{r.end - 1:08X}' for r in geometry.regions)}). Nothing was "
                     "erased; check the range.")
-            address = lo
-            while address < hi:
-                info = region.flash.get_sector_info(address)
-                spans.append((info.base_addr, info.base_addr + info.size))
-                address = info.base_addr + info.size
+            pages += range(region.page_of(lo), hi, region.page_size)
+        pages = sorted(set(pages))
+        spans = merge((p, p + geometry.region_at(p).page_size) for p in pages)
         before_write(spans)
         with translate(self.probe_id, "erasing sectors"):
-            FlashEraser(self._session, FlashEraser.Mode.SECTOR).erase(spans)
+            self.executor().erase(geometry.regions, pages, self._progress)
+            self.executor().finish(reset_follows=self.resets_the_chip())
         self.reset_after()
-        return (f"erase {self.target_name} via {self.probe_id}: {len(spans)} sectors, "
+        return (f"erase {self.target_name} via {self.probe_id}: {len(pages)} sectors, "
                 f"0x{spans[0][0]:08X}-0x{spans[-1][1] - 1:08X}")
+
+    def resets_the_chip(self) -> bool:
+        """Whether :meth:`reset_after` resets the whole chip (clocks, flash controller), not the
+        core alone: pyOCD's core-only reset types (``reset_type`` in ``PYOCD_OPTIONS``) do not."""
+        core_only = {"sw_core", "sw_vectreset", "sw_emulated"}
+        return self.settings.reset != "none" and str(self.settings.options.get("reset_type", "")) not in core_only
 
     def reset_after(self) -> None:
         mode = self.settings.reset
@@ -738,81 +745,644 @@ class Connection:
                 self.target.reset_and_halt()
 
     # -- comparing ------------------------------------------------------------------------
+    def survey(self, image: Image) -> Survey:
+        """The CRC of every page ``image`` touches, as the chip holds it, and which of them differ
+        from the image inside its ranges."""
+        self.check_fits(image)
+        geometry = self.geometry()
+        ex = self.executor()
+        with translate(self.probe_id, f"comparing {image.source} with the chip"):
+            query = survey_query(image, geometry)
+            self._progress.phase("comparing", len(query.pages))
+            facts = ex.answer(image, geometry, query, self._progress, crcs_of_differing=True)
+            self._progress.done()
+        differing = sorted(page for page, state in facts.items() if not state.matches)
+        return Survey({page: state.crc for page, state in facts.items()}, differing)
+
     def verify(self, image: Image, mode: Optional[str] = None) -> Optional[Survey]:
         """Raise FlashError at the first byte where the chip differs from ``image``; return what
         was learned of the image's pages (None with mode 'none')."""
         mode = mode or self.settings.verify
         if mode == "none":
             return None
-        self._check_equal(image, mode)
-        return self.survey(image)
-
-    def _check_equal(self, image: Image, mode: str) -> None:
-        mismatch = self.compare(image, mode)
-        if mismatch is not None:
-            raise FlashError(
-                f"verify failed on probe {self.probe_id}: at 0x{mismatch.address:08X} the chip holds "
-                f"0x{mismatch.found:02X}, {image.source} has 0x{mismatch.expected:02X} "
-                f"({mismatch.count} byte(s) differ in that block). The board is not recorded as "
-                "flashed: run scons flash again (with PYOCD_ERASE='sector' if it persists); if it "
-                "fails again, the flash may be worn or protected.")
+        if mode == "read":
+            mismatch = self.compare(image, "read")
+            if mismatch is not None:
+                raise self._verify_failed(image, mismatch)
+            return self.survey(image)
+        survey = self.survey(image)
+        if survey.differing:
+            raise self._verify_failed(image, self._first_mismatch(image, survey.differing))
+        return survey
 
     def compare(self, image: Image, mode: str = "crc") -> Optional[Mismatch]:
-        """The first difference between the chip and ``image``, or None.
-
-        ``crc``: 4 KiB-aligned blocks entirely inside the image are compared by an on-chip
-        CRC32 (pyOCD's analyzer), the rest is read back; a block whose CRC differs is read
-        to find the address. ``read``: every byte is read back.
-        """
+        """The first difference between the chip and ``image``, or None. ``crc``: pages compared
+        on the chip, those that differ read back to find the address; ``read``: every byte of
+        the image read back."""
+        self.check_fits(image)
+        if mode == "crc":
+            survey = self.survey(image)
+            return self._first_mismatch(image, survey.differing) if survey.differing else None
         with translate(self.probe_id, f"verifying {image.source}"):
-            blocks = self._crc_blocks(image) if mode == "crc" else []
-            covered = [(block, block + size) for _, block, size in blocks]
-            reads = self._crc_mismatches(image, blocks) + _subtract(image.ranges(), covered)
-            progress = self._progress.phase("verifying")
-            total = sum(hi - lo for lo, hi in reads) or 1
-            done = 0
-            for lo, hi in sorted(reads):
+            ranges = image.ranges()
+            self._progress.phase("verifying", sum(hi - lo for lo, hi in ranges))
+            for lo, hi in ranges:
                 for chunk in range(lo, hi, 4096):
                     end = min(chunk + 4096, hi)
                     found = bytes(self.target.read_memory_block8(chunk, end - chunk))
-                    expected = image.data_at(chunk, end - chunk)
-                    mismatch = None if found == expected else _first_difference(image, chunk, found, expected)
+                    mismatch = _first_difference(image, chunk, found, image.data_at(chunk, end - chunk))
                     if mismatch is not None:
                         self._progress.done()
                         return mismatch
-                    done += end - chunk
-                    progress(done / total)
+                    self._progress.advance(end - chunk)
             self._progress.done()
         return None
 
-    def _crc_blocks(self, image: Image) -> List[Tuple[Any, int, int]]:
-        """``(region, address, size)`` of each analyzer block (:func:`_analyzer_block_size`)
-        lying entirely inside the image."""
-        blocks = []
-        for region in self.flash_regions():
-            if region.flash is None or not getattr(region.flash, "use_analyzer", False):
+    def _first_mismatch(self, image: Image, pages: Sequence[int]) -> Mismatch:
+        """The first differing byte in ``pages`` (read back)."""
+        geometry = self.geometry()
+        with translate(self.probe_id, f"verifying {image.source}"):
+            for page in pages:
+                size = geometry.region_at(page).page_size
+                found = bytes(self.target.read_memory_block8(page, size))
+                mismatch = _first_difference(image, page, found, image.data_at(page, size))
+                if mismatch is not None:
+                    return mismatch
+        return Mismatch(pages[0], 0, 0, 0)      # the CRC differed, the bytes read do not (a race)
+
+    def _verify_failed(self, image: Image, mismatch: Mismatch) -> FlashError:
+        return verify_failed(self.probe_id, image.source, mismatch)
+
+
+def verify_failed(probe_id: str, source: str, mismatch: Mismatch) -> FlashError:
+    """The error for a chip that does not hold what it should (``source``: the image)."""
+    return FlashError(
+        f"verify failed on probe {probe_id}: at 0x{mismatch.address:08X} the chip holds "
+        f"0x{mismatch.found:02X}, {source} has 0x{mismatch.expected:02X} "
+        f"({mismatch.count} byte(s) differ in that block). The board is not recorded as "
+        "flashed: run scons flash again (with PYOCD_ERASE='sector' if it persists); if it "
+        "fails again, the flash may be worn or protected.")
+
+
+# -- geometry from pyOCD ----------------------------------------------------------------------
+
+def preview(image: Image, settings: Settings) -> Optional[str]:
+    """The plan of a flash of ``image`` as far as it is known without the chip (``scons -n``):
+    from the pyOCD target class's memory map, without opening a probe. None when the target
+    is not known offline."""
+    if not settings.target:
+        return None
+    _pyocd()
+    from pyocd.core.memory_map import MemoryType
+    from pyocd.target import TARGET
+    memory_map = getattr(TARGET.get(settings.target.lower()), "MEMORY_MAP", None)
+    if memory_map is None:
+        return None
+    geometry = geometry_of(list(memory_map.iter_matching_regions(type=MemoryType.FLASH)))
+    options = Options(erase=settings.erase, verify=settings.verify,
+                      keep_unwritten=bool(settings.options.get("keep_unwritten", True)))
+    ext = None
+    for region in memory_map.iter_matching_regions(type=MemoryType.FLASH):
+        ext = (region.algo or {}).get(FPEC_EXTENSION)
+    costs = Costs(crc_per_byte=ext["crc_cycles_per_word"] / ext["clock_hz"] / 4, skips_erased_units=True) \
+        if ext else Costs()
+    try:
+        return plan_preview(image, geometry, options, costs)
+    except PlanError:
+        return None
+
+
+def geometry_of(regions) -> Geometry:
+    """:class:`.plan.Geometry` of pyOCD flash regions. Timings from the regions' weights:
+    ``erase_sector_weight`` (one page erase), ``erase_all_weight`` (mass erase, when the
+    algorithm has EraseChip), ``program_page_weight`` (one pyOCD page, spread over its
+    program units). Regions sharing one flash algorithm are one mass-erase group."""
+    out = []
+    for r in regions:
+        size = r.sector_size or r.blocksize
+        flash = r.flash
+        algo = getattr(flash, "flash_algo", None) if flash is not None else r.algo
+        unit = max(1, (algo or {}).get("min_program_length", 0) or 2)
+        page = r.page_size or size
+        if flash is not None:
+            mass = r.erase_all_weight if flash.is_valid and flash.is_erase_all_supported else None
+        else:       # a memory map not bound to a target yet: the algorithm says
+            mass = r.erase_all_weight if algo and "pc_eraseAll" in algo else None
+        out.append(Region(start=r.start, length=r.length, page_size=size, page_erase_s=r.erase_sector_weight,
+                          program_unit_s=r.program_page_weight * unit / page, mass_erase_s=mass,
+                          erased=r.erased_byte_value, program_unit=unit,
+                          mass_group=id(algo) if algo is not None else None, name=r.name or "flash"))
+    return Geometry(tuple(out))
+
+
+def _executor_for(connection: Connection, regions):
+    """Our command-table executor when every flash region runs our algorithm, else pyOCD's."""
+    algos = [getattr(r.flash, "flash_algo", None) if r.flash is not None else None for r in regions]
+    if algos and all(a is not None and FPEC_EXTENSION in a for a in algos) and \
+            len({id(a) for a in algos}) == 1:
+        return _FpecExecutor(connection, regions[0], algos[0][FPEC_EXTENSION])
+    return _PyocdExecutor(connection, regions)
+
+
+def _swd_s_per_byte(connection: Connection) -> float:
+    frequency = connection.settings.frequency or 1_000_000      # pyOCD's default
+    return 46 / frequency / 4       # one 46-bit SWD transfer per word
+
+
+# -- executing a plan through our flash algorithm ------------------------------------------------
+
+#: The key of our flash algorithm's description in pyOCD's flash algo dict
+#: (see :mod:`.target_stm32f100rb`).
+FPEC_EXTENSION = "scons_pyocd"
+
+
+class _FpecExecutor:
+    """Carries plans out with our flash algorithm's ``ExecA``/``ExecB`` command tables
+    (:mod:`.flash_algo.commands`): one call erases, programs several pages and checks them
+    with the CRC unit; while it runs the next call is loaded into the other RAM half. Through
+    pyOCD's public target API only: memory block writes and reads (loading the algorithm's
+    Exec part, tables, data, results), core registers (PC to start a call; SP and xPSR once),
+    ``resume``, ``get_state``, ``halt``.
+
+    The first call raises the core clock (24 MHz from the PLL) for the CRC work; ``finish``
+    puts it back and locks the flash controller, unless a reset follows (which does both).
+    """
+
+    how_compared = "by on-chip CRC (CRC unit)"
+
+    def __init__(self, connection: Connection, region, ext: Mapping[str, Any]):
+        from .flash_algo import commands
+        self.c = commands
+        self.connection = connection
+        self.region = region
+        self.target = connection.target
+        self.ext = ext
+        self.algo = region.flash.flash_algo
+        self.halves = [tuple(h) for h in ext["halves"]]
+        self.entries = {self.halves[0][0]: ext["pc_exec"][0], self.halves[1][0]: ext["pc_exec"][1]}
+        swd = _swd_s_per_byte(connection)
+        clock = ext.get("clock_hz", 8_000_000)
+        self.costs = Costs(crc_per_byte=ext["crc_cycles_per_word"] / clock / 4, read_per_byte=swd,
+                           call=12 * swd * 4, skips_erased_units=True)
+        self.load_s_per_byte = swd
+        self.loaded = self.extra_loaded = self.clock_pending = False
+        self.raise_clock = bool(ext.get("clock_hz"))
+        self._first_call = True
+
+    # -- the algorithm ----------------------------------------------------------------------
+    def _ensure(self) -> None:
+        if self.loaded:
+            return
+        obr = self.ext.get("rdp_register")
+        if obr is not None and self.target.read32(obr[0]) & obr[1]:
+            raise FlashError(
+                f"the chip behind probe {self.connection.probe_id} is read-protected (RDP): its flash "
+                "cannot be read or written through the debug port. Nothing was written. Remove the "
+                "protection (pyocd commander's 'unlock', or STM32CubeProgrammer; this mass-erases "
+                "the chip) and try again. The board is not recorded as flashed; run the command "
+                "again once fixed.")
+        if not self.target.is_halted():
+            self.target.halt()
+        self.target.write_memory_block32(self.algo["load_address"],
+                                         self.algo["instructions"][:self.ext["exec_words"]])
+        self.loaded = True
+        self.extra_loaded = False
+        self._first_call = True
+
+    def _ensure_extra(self) -> None:
+        """Load the commands used only now and then (MASS, CLOCK 0)."""
+        if not self.extra_loaded:
+            start, end = self.ext["exec_words"], self.ext["extra_words"]
+            self.target.write_memory_block32(self.algo["load_address"] + 4 * start,
+                                             self.algo["instructions"][start:end])
+            self.extra_loaded = True
+
+    def finish(self, reset_follows: bool = False) -> None:
+        """Put the clocks back and lock the flash controller (a call of its own), unless a
+        system reset follows, which does both."""
+        if not self.loaded:
+            return
+        try:
+            if not reset_follows:
+                call = self.c.Call(self.halves[0][0])
+                call.add_clock(False)
+                self.run_calls([call])
+        finally:
+            self.loaded = False
+
+    def _start(self, call) -> None:
+        regs, values = ["pc"], [self.entries[call.base]]
+        if self._first_call:
+            regs += ["sp", "xpsr"]
+            values += [self.algo["begin_stack"], 0x01000000]      # xPSR: Thumb state
+            self._first_call = False
+        self.target.write_core_registers_raw(regs, values)
+        self.target.resume()
+
+    def _wait(self, call, timeout: float) -> List[int]:
+        """Wait for the call's BKPT; its status word and the results the host reads. FlashFailure
+        when it did not get to the end."""
+        import time
+        from pyocd.core import exceptions as x
+        from pyocd.core.target import Target
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.target.get_state()
+            if state in (Target.State.HALTED, Target.State.LOCKUP):
+                break
+            if time.monotonic() > deadline:
+                self.target.halt()
+                self._first_call = True
+                raise x.FlashFailure(f"the flash algorithm did not finish within {timeout:.0f} s")
+        if state != Target.State.HALTED:
+            self.target.halt()
+        words = list(self.target.read_memory_block32(call.status, call.read_words))
+        if state != Target.State.HALTED or words[0] == self.c.PENDING:
+            self._first_call = True         # set SP again before the next call
+            pc = self.target.read_core_register("pc")
+            raise x.FlashFailure(f"the flash algorithm stopped at pc=0x{pc:08X} before the end "
+                                 f"({'locked up' if state == Target.State.LOCKUP else 'a fault'})")
+        return words
+
+    def _timeout(self, call) -> float:
+        base = float(self.connection.session_options().get("flash.timeout.program", 10.0))
+        return base + 3 * call.device_s
+
+    def _check_result(self, call, status: int) -> None:
+        from pyocd.core import exceptions as x
+        failed = self.c.failure(status, call)
+        if failed is None:
+            return
+        code, words, sr = failed
+        what = {0x04: "PGERR: the half-word was not erased", 0x10: "WRPRTERR: write-protected"}
+        flags = ", ".join(text for bit, text in what.items() if sr & bit) or f"FLASH_SR 0x{sr:02X}"
+        if code in (self.c.ERASE, self.c.MASS):
+            where = f" at 0x{words[1]:08X}" if code == self.c.ERASE else ""
+            raise x.FlashEraseFailure(f"{'page' if code == self.c.ERASE else 'mass'} erase failed{where} "
+                                      f"({flags})", address=words[1] if code == self.c.ERASE else None,
+                                      result_code=status)
+        dest = words[1] if len(words) > 1 else 0
+        raise x.FlashProgramFailure(f"programming 0x{dest:08X}-0x{dest + (words[0] & 0xFFFFFFF) - 1:08X} "
+                                    f"failed ({flags})", address=dest, result_code=status)
+
+    def prepare(self, calls) -> None:
+        """Load the algorithm if needed; the first call after loading raises the core clock.
+        Call it before computing addresses inside the calls (it may add a command)."""
+        if not self.loaded:
+            self._ensure()
+            self.clock_pending = self.raise_clock
+        c = self.c
+        busy = any(code not in (c.ERASE, c.MASS) for call in calls for code, _ in call.commands())
+        if self.clock_pending and busy:     # erasing alone gains nothing from a faster core
+            calls[0].raise_clock_first()
+            self.clock_pending = False
+
+    def run_calls(self, calls, on_done=None, progress: Optional[Progress] = None) -> None:
+        """Run ``calls`` in order, loading each while the one before runs. ``on_done(call,
+        results)`` gets each call's results; ``progress.advance`` is called after each call
+        (Ctrl-C is honoured there: after a call ends, before the next starts)."""
+        if not calls:
+            return
+        self.prepare(calls)
+        if any(call.needs_extra for call in calls):
+            self._ensure_extra()
+        self.target.write_memory_block32(calls[0].base, calls[0].image())
+        self._start(calls[0])
+        running = 0
+        try:
+            for i, call in enumerate(calls):
+                if i + 1 < len(calls):
+                    nxt = calls[i + 1]
+                    self.target.write_memory_block32(nxt.base, nxt.image())
+                words = self._wait(call, self._timeout(call))
+                running = None
+                self._check_result(call, words[0])
+                if progress is not None:
+                    progress.check()
+                if i + 1 < len(calls):
+                    self._start(calls[i + 1])
+                    running = i + 1
+                if on_done is not None:
+                    on_done(call, words[1:])
+                if progress is not None:
+                    progress.advance(len(call.pages_done))
+        except BaseException:
+            if running is not None:     # let the running call end before giving up
+                with contextlib.suppress(Exception):
+                    self._wait(calls[running], self._timeout(calls[running]))
+            raise
+
+    # -- questions -------------------------------------------------------------------------------
+    def answer(self, image: Image, geometry: Geometry, query: Query, progress: Progress,
+               crcs_of_differing: bool = False) -> Dict[int, PageState]:
+        """Answer ``query`` with the CRC unit. The comparisons are CRCs of the chip's ranges;
+        when there are many, the values the image should give are loaded while the CRCs run and
+        compared on the chip, so only a bit per range comes back."""
+        c = self.c
+        answers = Answers()
+        expected = [c.unit_crc(image.data_at(a, n)) for a, n in query.compares]
+        first = [(c.ZCRC, a, n) for a, n in query.crcs] + [(c.BLANK, a, n) for a, n in query.blanks]
+        checks = first + [(c.CRC, a, n) for a, n in query.compares]
+        calls = c.check_calls(checks, self.halves, self._rates())
+        self.prepare(calls)
+        crcs: Dict[Range, int] = {}
+        on_chip = len(calls) == 1 and len(expected) > 8
+        if on_chip:     # a second call compares the CRCs with what the image gives
+            survey = calls[0]
+            before = sum(c.result_words(kind, count) for kind, _, _, count in survey.checks
+                         if kind != c.CRC)
+            survey.read = before
+            compare = c.Call(self.halves[1][0])
+            compare.add_cmp(survey.results + 4 * before, expected)
+            calls.append(compare)
+        found: Dict[Tuple[int, int, int], int] = {}
+        bits: List[int] = []
+
+        def done(call, results):
+            if on_chip and call is calls[-1]:
+                bits.extend(results)
+                return
+            for kind, address, size, value in call.decode(results):
+                found[(kind, address, size)] = value
+
+        progress.phase("comparing", len(query.pages))
+        self.run_calls(calls, done, progress)
+        if on_chip:
+            differ = [i for i in range(len(expected)) if bits[i // 32] >> (i % 32) & 1]
+            for i, (a, n) in enumerate(query.compares):
+                answers.equal[(a, n)] = i not in differ
+            if differ:      # the chip's CRC of the ranges that differ (blank pages have a known one)
+                lo, hi = min(differ), max(differ) + 1
+                words = self.target.read_memory_block32(calls[0].results + 4 * (before + lo), hi - lo)
+                for i in differ:
+                    crcs[query.compares[i]] = words[i - lo]
+        else:
+            for i, (a, n) in enumerate(query.compares):
+                crcs[(a, n)] = found[(c.CRC, a, n)]
+                answers.equal[(a, n)] = crcs[(a, n)] == expected[i]
+        for a, n in query.crcs:
+            answers.crcs[(a, n)] = found[(c.ZCRC, a, n)]
+        for a, n in query.blanks:
+            answers.blank[(a, n)] = bool(found[(c.BLANK, a, n)])
+        # Pages whose CRC says blank are confirmed blank exactly (the AND of their words);
+        # differing pages get their zlib CRC when asked for.
+        regions = {page: region for region, page in geometry.touched(image.ranges())}
+        confirm, zcrc = [], []
+        for page in query.pages:
+            region = regions[page]
+            key = (page, region.page_size)
+            if key in answers.equal and not answers.equal[key]:
+                if crcs[key] == c.unit_crc(region.blank_page()):
+                    confirm.append((c.BLANK, page, region.page_size))
+                if crcs_of_differing:
+                    zcrc.append((c.ZCRC, page, region.page_size))
+            elif key in answers.crcs and answers.crcs[key] == crc32(region.blank_page()):
+                confirm.append((c.BLANK, page, region.page_size))
+        if confirm or zcrc:
+            more = self._checks(confirm + zcrc, None)
+            for kind, page, size in confirm:
+                answers.blank[(page, size)] = bool(more[(kind, page, size)])
+            for kind, page, size in zcrc:
+                answers.crcs[(page, size)] = more[(kind, page, size)]
+        answers.words = self._words(query.words)
+        return page_states(image, geometry, query, answers)
+
+    def _rates(self) -> Dict[int, float]:
+        c = self.c
+        clock = self.ext.get("clock_hz", 8_000_000)
+        return {c.CRC: self.ext["crc_cycles_per_word"] / clock / 4,
+                c.ZCRC: self.ext["zcrc_cycles_per_word"] / clock / 4,
+                c.BLANK: self.ext["blank_cycles_per_word"] / clock / 4}
+
+    def _checks(self, checks, progress: Optional[Progress]) -> Dict[Tuple[int, int, int], int]:
+        calls = self.c.check_calls(checks, self.halves, self._rates())
+        found: Dict[Tuple[int, int, int], int] = {}
+
+        def done(call, results):
+            for kind, address, size, value in call.decode(results):
+                found[(kind, address, size)] = value
+
+        self.run_calls(calls, done, progress)
+        return found
+
+    def _words(self, addresses: Sequence[int]) -> Dict[int, int]:
+        return {address: self.target.read32(address) for address in addresses}
+
+    def blank(self, ranges: Sequence[Range], progress: Progress) -> List[bool]:
+        found = self._checks([(self.c.BLANK, lo, hi - lo) for lo, hi in ranges], progress)
+        return [bool(found[(self.c.BLANK, lo, hi - lo)]) for lo, hi in ranges]
+
+    def read_pages(self, pages: Sequence[int], geometry: Geometry) -> Dict[int, bytes]:
+        return {page: bytes(self.target.read_memory_block8(page, geometry.region_at(page).page_size))
+                for page in pages}
+
+    # -- writing ---------------------------------------------------------------------------------
+    def run(self, plan: Plan, progress: Progress) -> None:
+        c = self.c
+        geometry = self.connection.geometry()
+        regions = {page: geometry.region_at(page) for page in plan.page_sizes}
+        regions.update((page, geometry.region_at(page)) for page in plan.erase)
+        pipeline = c.Pipeline(self.halves, self.load_s_per_byte,
+                              crc_s_per_byte=self.ext["crc_cycles_per_word"] / self.ext.get("clock_hz", 8e6) / 4)
+        calls = c.write_calls(plan, pipeline, regions)
+        expected = {w.address: c.unit_crc(w.data) for w in plan.program}
+        bad: List[int] = []
+
+        def done(call, results):
+            for kind, address, size, value in call.decode(results):
+                if kind == c.CRC and value != expected[address]:
+                    bad.append(address)
+            if bad:
+                raise _VerifyMismatch(bad[0])
+
+        progress.phase("programming", len(plan.program) or 1)
+        try:
+            self.run_calls(calls, done, progress)
+        except _VerifyMismatch as exc:
+            data = next(w.data for w in plan.program if w.address == exc.page)
+            raise verify_failed(self.connection.probe_id, plan.source,
+                                _page_mismatch(exc.page, data, self.target.read_memory_block8(exc.page, len(data))))
+        progress.done()
+
+    def erase(self, regions: Sequence[Region], pages: Optional[Sequence[int]], progress: Progress) -> None:
+        c = self.c
+        calls = []
+        if pages is None:
+            call = c.Call(self.halves[0][0])
+            call.add_mass()
+            calls.append(call)
+        else:
+            for i in range(0, len(pages), 16):        # Ctrl-C every 16 pages
+                call = c.Call(self.halves[len(calls) % 2][0])
+                for page in pages[i:i + 16]:
+                    call.add_erase(page)
+                    call.device_s += regions[0].page_erase_s
+                call.pages_done = list(pages[i:i + 16])
+                calls.append(call)
+        progress.phase("erasing", len(pages) if pages is not None else 1)
+        self.run_calls(calls, None, progress)
+        progress.done()
+
+
+def _page_mismatch(page: int, expected: bytes, found) -> Mismatch:
+    """The first difference in a page read back after programming it with ``expected``."""
+    found = bytes(found)
+    diffs = [i for i in range(len(expected)) if found[i] != expected[i]] or [0]
+    return Mismatch(page + diffs[0], expected[diffs[0]], found[diffs[0]], len(diffs))
+
+
+class _VerifyMismatch(Exception):
+    def __init__(self, page: int):
+        super().__init__(page)
+        self.page = page
+
+
+# -- executing a plan through pyOCD's flash API -----------------------------------------------------
+
+class _PyocdExecutor:
+    """Carries plans out on any target through pyOCD's public ``Flash`` API: ``init``,
+    ``erase_sector``, ``erase_all``, ``program_page``, ``compute_crcs`` (pyOCD's CRC analyzer,
+    when the algorithm has it) and memory reads. Pages are compared by the analyzer in blocks
+    where it can (whole power-of-two blocks inside the image), by reading otherwise."""
+
+    how_compared = "by reading them back (or pyOCD's on-chip CRC analyzer)"
+
+    def __init__(self, connection: Connection, regions):
+        self.connection = connection
+        self.target = connection.target
+        self.regions = list(regions)
+        swd = _swd_s_per_byte(connection)
+        self.costs = Costs(crc_per_byte=swd, read_per_byte=swd, call=25 * swd * 4, skips_erased_units=False)
+        self._active = []
+
+    def _pyocd_region(self, address: int):
+        return next(r for r in self.regions if r.start <= address <= r.end)
+
+    def finish(self, reset_follows: bool = False) -> None:
+        active, self._active = self._active, []
+        for flash in active:
+            flash.cleanup()
+
+    def _init(self, flash, operation) -> None:
+        flash.init(operation, reset=False)
+        if flash not in self._active:
+            self._active.append(flash)
+
+    def _read(self, address: int, n: int) -> bytes:
+        return bytes(self.target.read_memory_block8(address, n))
+
+    def _page_data(self, image: Image, geometry: Geometry, pages: Sequence[int]) -> Dict[int, bytes]:
+        """The pages as the chip holds them; pages inside analyzer blocks whose CRC matches the
+        image's are taken from the image instead of read."""
+        known: Dict[int, bytes] = {}
+        by_region: Dict[int, List[int]] = {}
+        for page in pages:
+            by_region.setdefault(self._pyocd_region(page).start, []).append(page)
+        for start, mine in by_region.items():
+            region = self._pyocd_region(start)
+            flash = region.flash
+            if flash is None or not getattr(flash, "use_analyzer", False):
                 continue
             size = _analyzer_block_size(region)
-            for start, data in image.segments:
-                lo, hi = max(start, region.start), min(start + len(data), region.end + 1)
-                blocks += [(region, block, size) for block in _whole_blocks(lo, hi, size)]
-        return blocks
+            inside = merge(image.ranges())
+            blocks = [b for lo, hi in inside for b in range(-(-lo // size) * size, hi - size + 1, size)
+                      if region.start <= b and b + size <= region.end + 1]
+            if not blocks:
+                continue
+            self._init(flash, flash.Operation.VERIFY)
+            crcs = list(flash.compute_crcs([(b, size) for b in blocks]))
+            for block, crc in zip(blocks, crcs):
+                data = image.data_at(block, size)
+                if crc == crc32(data):
+                    page_size = geometry.region_at(block).page_size
+                    for page in range(block, block + size, page_size):
+                        known[page] = data[page - block:page - block + page_size]
+        out = {}
+        for page in pages:
+            size = geometry.region_at(page).page_size
+            out[page] = known[page] if page in known else self._read(page, size)
+        return out
 
-    def _crc_mismatches(self, image: Image, blocks: List[Tuple[Any, int, int]]) -> List[Range]:
-        """The blocks whose on-chip CRC32 differs from the image's."""
-        differing: List[Range] = []
-        for region in {id(r): r for r, _, _ in blocks}.values():
-            group = [(block, size) for r, block, size in blocks if r is region]
-            crcs = _chip_crcs(region, group)
-            differing += [(block, block + size) for (block, size), crc in zip(group, crcs)
-                          if crc != binascii.crc32(image.data_at(block, size)) & 0xFFFFFFFF]
-        return differing
+    def answer(self, image: Image, geometry: Geometry, query: Query, progress: Progress,
+               crcs_of_differing: bool = False) -> Dict[int, PageState]:
+        data = self._page_data(image, geometry, query.pages)
+        progress.advance(len(query.pages))
+        return states_from_data(image, geometry, data)
 
+    def blank(self, ranges: Sequence[Range], progress: Progress) -> List[bool]:
+        out = []
+        for lo, hi in ranges:
+            region = self.connection.geometry().region_at(lo)
+            erased = bytes([region.erased]) * 4096
+            ok = True
+            for chunk in range(lo, hi, 4096):
+                n = min(4096, hi - chunk)
+                if self._read(chunk, n) != erased[:n]:
+                    ok = False
+                    break
+            out.append(ok)
+            progress.advance()
+        return out
 
-#: Estimated cost (s) of checking one byte of flash is blank with the on-chip CRC, for
-#: weighing a mass erase against sector erases (pyOCD's analyzer on an STM32F100 at its 8 MHz
-#: reset clock, as the simulated board charges it: about 2 us a byte).
-BLANK_CHECK_WEIGHT_PER_BYTE = 2.0e-6
+    def read_pages(self, pages: Sequence[int], geometry: Geometry) -> Dict[int, bytes]:
+        return {page: self._read(page, geometry.region_at(page).page_size) for page in pages}
+
+    def run(self, plan: Plan, progress: Progress) -> None:
+        progress.phase("erasing", len(plan.erase) + len(plan.mass_erase))
+        for region in plan.mass_erase:
+            flash = self._pyocd_region(region.start).flash
+            self._init(flash, flash.Operation.ERASE)
+            flash.erase_all()
+            progress.advance()
+        for page in plan.erase:
+            flash = self._pyocd_region(page).flash
+            self._init(flash, flash.Operation.ERASE)
+            flash.erase_sector(page)
+            progress.advance()
+        progress.phase("programming", len(plan.program))
+        for write in plan.program:
+            region = self._pyocd_region(write.address)
+            flash = region.flash
+            self._init(flash, flash.Operation.PROGRAM)
+            step = region.page_size or len(write.data)
+            erased = bytes([region.erased_byte_value]) * step
+            for offset in range(0, len(write.data), step):
+                chunk = write.data[offset:offset + step]
+                if chunk != erased[:len(chunk)]:
+                    flash.program_page(write.address + offset, list(chunk))
+            progress.advance()
+        progress.done()
+        if plan.verify == "crc" and plan.program:
+            progress.phase("verifying", len(plan.program))
+            for write in plan.program:
+                found = self._read(write.address, len(write.data))
+                if found != write.data:
+                    raise verify_failed(self.connection.probe_id, plan.source,
+                                        _page_mismatch(write.address, write.data, found))
+                progress.advance()
+            progress.done()
+
+    def erase(self, regions: Sequence[Region], pages: Optional[Sequence[int]], progress: Progress) -> None:
+        if pages is None:
+            done = set()
+            progress.phase("erasing", len(self.regions))
+            for region in self.regions:
+                flash = region.flash
+                if flash is None or id(flash.flash_algo) in done:
+                    continue
+                done.add(id(flash.flash_algo))
+                self._init(flash, flash.Operation.ERASE)
+                flash.erase_all()
+                progress.advance()
+            progress.done()
+            return
+        progress.phase("erasing", len(pages))
+        for page in pages:
+            flash = self._pyocd_region(page).flash
+            self._init(flash, flash.Operation.ERASE)
+            flash.erase_sector(page)
+            progress.advance()
+        progress.done()
 
 
 def _analyzer_block_size(region) -> int:
@@ -830,51 +1400,8 @@ def fit_regions(name: str, regions) -> List[Tuple[str, int, int]]:
     return [(f"{name} {r.name or 'flash'}", r.start, r.length) for r in regions]
 
 
-def _whole_blocks(lo: int, hi: int, size: int) -> range:
-    """Addresses of the ``size``-aligned blocks lying entirely inside ``[lo, hi)``."""
-    return range(-(-lo // size) * size, hi - size + 1, size)
-
-
-def _chip_crcs(region, blocks: Sequence[Tuple[int, int]]) -> List[int]:
-    """The on-chip CRC32 (pyOCD's analyzer) of each ``(address, size)`` block of ``region``."""
-    flash = region.flash
-    flash.init(flash.Operation.VERIFY)
-    try:
-        return list(flash.compute_crcs(blocks))
-    finally:
-        flash.cleanup()
-
-
-def _merge(ranges: Sequence[Range]) -> List[Range]:
-    """Sorted ranges with touching or overlapping ones joined."""
-    out: List[Range] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return out
-
-
-def _intersect(a: Sequence[Range], b: Sequence[Range]) -> List[Range]:
-    """The parts common to two sorted lists of disjoint ranges."""
-    return [(max(lo, blo), min(hi, bhi)) for lo, hi in a for blo, bhi in b if max(lo, blo) < min(hi, bhi)]
-
-
-def _subtract(ranges: Sequence[Range], holes: Sequence[Range]) -> List[Range]:
-    """``ranges`` minus ``holes`` (both sorted, end exclusive)."""
-    out: List[Range] = []
-    for lo, hi in ranges:
-        address = lo
-        for hlo, hhi in holes:
-            if hhi <= address or hlo >= hi:
-                continue
-            if hlo > address:
-                out.append((address, hlo))
-            address = max(address, hhi)
-        if address < hi:
-            out.append((address, hi))
-    return out
+#: Kept for callers of the earlier names.
+_merge, _intersect, _subtract = merge, intersect, subtract
 
 
 def _first_difference(image: Image, base: int, found: bytes, expected: bytes) -> Optional[Mismatch]:
