@@ -26,7 +26,7 @@ with four changes:
   something (a read, ``flush``, ...), and the first error among them is raised there,
   as pyOCD's CMSIS-DAP driver reports the error of a queued write at the next read or
   flush. The server carries requests out in order, so nothing else changes: a full
-  flash waits on about a quarter of the round trips pyOCD's client waits on. (The
+  flash waits on a fraction of the round trips pyOCD's client waits on. (The
   socket sends at once (``TCP_NODELAY``) and acknowledges at once (``TCP_QUICKACK``,
   Linux): the server's answers would otherwise wait 40 ms for a delayed ACK.)
 - **Identity.** ``unique_id`` is the *served* probe's id, checked on the session's own
