@@ -331,10 +331,17 @@ def test_two_flashes_from_two_state_directories_never_corrupt_each_other(tmp_pat
         finally:
             if run.poll() is None:
                 os.killpg(run.pid, signal.SIGKILL)
+    # pyOCD's server shares one open probe among its clients (0.4x: the second waits for the
+    # server's lock), or opens it once per client (0.36: the second is refused). Either way
+    # one flash completes and the other waits or says why; nothing is corrupted.
+    done = [project for project, run in zip((a, b), runs) if run.returncode == 0]
     for run, (out, err) in zip(runs, outputs):
-        assert run.returncode == 0, out + err
+        assert run.returncode == 0 or "is in use by another process" in err, out + err
+    assert done, outputs
     chip = BoardState("sim-y").read_flash(FLASH_BASE, 24 * PAGE)
     assert chip in (a.data, b.data)          # one image whole, never a mix or a failed algorithm run
+    if len(done) == 1:
+        assert chip == done[0].data
 
 
 # -- parallel boards ---------------------------------------------------------------------------

@@ -1,12 +1,15 @@
-"""The end-to-end flash tests again, against the lowest pyOCD that pyproject.toml allows.
+"""The end-to-end flash tests again, against the lowest versions that pyproject.toml allows.
 
-pyproject.toml declares ``pyocd>=LOW,<HIGH``; the development environment (``.venv``) holds the
-newest. This test builds a virtual environment with pyOCD LOW, and the other runtime and test
-dependencies within their declared ranges, under ``.cache/lowest-pyocd/`` in the checkout
+pyproject.toml declares ``pyocd>=LOW,<HIGH`` and the like; the development environment
+(``.venv``) holds the newest. This test builds a virtual environment with every runtime
+dependency (and the simulator's) at its lowest declared version, and the test dependencies
+within their declared ranges, under ``.cache/lowest-pyocd/`` in the checkout
 (``SCONS_PYOCD_LOWEST_DIR`` to put it elsewhere), then runs ``tests/test_tool_flash.py`` (the
 real ``scons flash``/``erase``/``verify`` against the simulated board) and
 ``tests/test_flash_algo.py`` (our flash algorithm through pyOCD, and pyOCD's own FlashLoader on
-our target) and ``tests/test_farm.py`` (boards behind pyOCD's probe server) with it. The environment is built once and reused while pyproject.toml's
+our target), ``tests/test_farm.py`` (boards behind pyOCD's probe server),
+``tests/test_up_to_date.py`` (the board records through real builds) and
+``tests/test_images.py``/``tests/test_elf_layouts.py`` (pyelftools and the ELF rule) with it. The environment is built once and reused while pyproject.toml's
 dependencies stay the same (its folder is named after their digest); building it needs PyPI
 (pip, about a minute). Bounds on its steps only catch hangs.
 """
@@ -24,7 +27,8 @@ from conftest import ROOT
 
 #: The e2e flash tests run again with the lowest pyOCD; test_farm.py for the remote probe client,
 #: which builds on pyOCD's own TCPClientProbe.
-E2E = ["tests/test_tool_flash.py", "tests/test_flash_algo.py", "tests/test_farm.py"]
+E2E = ["tests/test_tool_flash.py", "tests/test_flash_algo.py", "tests/test_farm.py", "tests/test_up_to_date.py",
+       "tests/test_images.py", "tests/test_elf_layouts.py"]
 INSTALL_TIMEOUT = 1800     # seconds: generous, to catch a hang only
 RUN_TIMEOUT = 3600
 
@@ -46,18 +50,18 @@ def declared() -> dict:
         return {"dependencies": listed("dependencies"), "sim": listed("sim"), "test": listed("test")}
 
 
-def lowest_pyocd(dependencies) -> str:
-    spec = next(d for d in dependencies if re.match(r"pyocd\b", d))
-    match = re.search(r">=\s*([0-9][0-9.]*)", spec)
-    assert match, f"pyproject.toml must give pyOCD a lower bound: {spec}"
-    return match.group(1)
+def lowest(spec: str) -> str:
+    """``name==LOW`` for a requirement ``name>=LOW,...`` (markers kept)."""
+    match = re.match(r"\s*([A-Za-z0-9_.-]+)\s*>=\s*([0-9][0-9.]*)[^;]*(;.*)?$", spec)
+    assert match, f"pyproject.toml must give {spec.split()[0]} a lower bound (>=): {spec}"
+    return f"{match.group(1)}=={match.group(2)}" + (match.group(3) or "")
 
 
 def requirements() -> list:
+    """Every runtime and simulator dependency at its lowest declared version; the test tools
+    within their ranges."""
     deps = declared()
-    low = lowest_pyocd(deps["dependencies"])
-    pinned = [f"pyocd=={low}" if re.match(r"pyocd\b", d) else d for d in deps["dependencies"]]
-    return pinned + deps["sim"] + deps["test"]
+    return [lowest(d) for d in deps["dependencies"] + deps["sim"]] + deps["test"]
 
 
 def environment() -> Path:
@@ -82,22 +86,28 @@ def environment() -> Path:
     return python
 
 
-def test_the_e2e_flash_tests_pass_with_the_lowest_declared_pyocd(tmp_path):
-    low = lowest_pyocd(declared()["dependencies"])
+def _parts(version: str) -> list:
+    numbers = [int(n) for n in re.findall(r"\d+", version)]
+    while numbers and numbers[-1] == 0:
+        numbers.pop()
+    return numbers
+
+
+def test_the_e2e_flash_tests_pass_with_the_lowest_declared_versions(tmp_path):
+    pins = [r.split(";")[0].split("==") for r in requirements() if "==" in r.split(";")[0]]
     python = environment()
-    version = subprocess.run([str(python), "-c", "import pyocd; print(pyocd.__version__)"],
-                             capture_output=True, text=True, timeout=300)
-    def parts(text):
-        numbers = [int(n) for n in re.findall(r"\d+", text)]
-        while numbers and numbers[-1] == 0:
-            numbers.pop()
-        return numbers
-    assert parts(version.stdout.strip()) == parts(low), version.stdout + version.stderr
+    shown = subprocess.run([str(python), "-c", "import sys, importlib.metadata as m; "
+                            "print('\\n'.join(n + '=' + m.version(n) for n in sys.argv[1:]))",
+                            *[name for name, _ in pins]], capture_output=True, text=True, timeout=300)
+    installed = dict(line.split("=", 1) for line in shown.stdout.split())
+    for name, low in pins:
+        assert _parts(installed.get(name, "?")) == _parts(low), (name, low, shown.stdout + shown.stderr)
+    low = ", ".join(f"{name} {version}" for name, version in pins)
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "SCONS_PYOCD_STATE_DIR", "SCONS_PYOCD_SIM_DIR", "VIRTUAL_ENV")}
     env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
     result = subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              "--basetemp", str(tmp_path / "lowest"), *E2E],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    assert result.returncode == 0, f"with pyOCD {low}:\n" + result.stdout[-6000:] + result.stderr[-3000:]
+    assert result.returncode == 0, f"with {low}:\n" + result.stdout[-6000:] + result.stderr[-3000:]
     assert re.search(r"\b\d+ passed\b", result.stdout) and " failed" not in result.stdout

@@ -444,6 +444,17 @@ SEGMENT_FALLBACK = ("%s: has no section table, so its PT_LOAD program headers ar
                     ".hex made from it.")
 
 
+#: e_machine of 32-bit ARM (ELF for the Arm Architecture, "ELF header").
+EM_ARM = 40
+
+
+def _raw_machine(data: bytes) -> Optional[int]:
+    """The ELF header's e_machine (2 bytes at offset 18, in the byte order EI_DATA gives), or None."""
+    if len(data) < 20 or data[5] not in (1, 2):
+        return None
+    return struct.unpack_from("<H" if data[5] == 1 else ">H", data, 18)[0]
+
+
 def _read_elf(name: str, data: bytes) -> Image:
     """The image ``objcopy -O ihex`` / ``-O binary`` would write (see docs/images.md): the
     allocated sections with file contents, each at its load address. A file without a
@@ -453,8 +464,16 @@ def _read_elf(name: str, data: bytes) -> Image:
     if not data.startswith(ELF_MAGIC):
         raise FlashError(f"{name}: not an ELF file (it does not start with '\\x7fELF'). {_ELF_TODO}")
     try:
-        elf = ELFFile(io.BytesIO(data))
-        machine = elf["e_machine"]
+        try:
+            elf = ELFFile(io.BytesIO(data))
+            machine = elf["e_machine"]
+        except Exception:
+            # Older pyelftools fail to open some headers of other machines: the header's own
+            # e_machine field (offset 18, EI_DATA's byte order) still says what it is for.
+            raw = _raw_machine(data)
+            if raw is None or raw == EM_ARM:
+                raise
+            machine = raw
         if machine != "EM_ARM":
             machine = machine if isinstance(machine, str) else f"machine number {machine}"
             raise FlashError(f"{name}: is an ELF file for {machine}, not ARM (EM_ARM). Build it "
