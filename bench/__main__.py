@@ -42,6 +42,8 @@ SCENARIOS = [
                "(issue 6, scenario 6)"),
     ("memory", "peak memory of scons flash of a full 128 KiB image, against plain scons and pyocd flash "
                "(issue 6, scenario 7)"),
+    ("farm", "scons -jN flash onto N = 1, 2, 4 boards in the SCons process vs each behind its own pyocd "
+             "server: wall time, SCons CPU and device time per board, round trips per flash (issue 13)"),
 ]
 
 

@@ -120,3 +120,25 @@ def test_image_bytes_outside_the_flash_is_refused(tmp_path):
     out = run_bench(tmp_path, "noop", "--image-bytes", "200000")
     assert out.returncode == 2
     assert "--image-bytes 200000: give 2 to 131072" in out.stderr
+
+
+def test_farm_quick_on_a_small_image(tmp_path):
+    """The farm scenario, --quick, on a 4 KiB image: in-process and remote rows for N = 1, 2,
+    the relay's counts, the latency run and both goal lines."""
+    out = run_bench(tmp_path, "farm", "--quick", "--image-bytes", "4096", timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    assert "goal: round trips per full 4,096-byte flash <= 1,500: " in text
+    assert "goal: SCons-process CPU per remote board <= 0.5 s (every N): " in text
+    results = json.loads((tmp_path / "results" / "farm.json").read_text())
+    rows = {(r["mode"], r["boards"]): r for r in results["rows"]}
+    assert set(rows) == {(mode, n) for mode in ("in-process", "remote") for n in (1, 2)}
+    for (mode, n), row in rows.items():
+        assert len(row["device_s_per_board"]) == n and min(row["device_s_per_board"]) > 0
+        assert row["scons_cpu_s"] > 0
+        assert ("requests_per_flash" in row) == (mode == "remote")
+    slow = results["with_latency"]
+    assert slow["latency_s"] == 0.002 and 0 < slow["round_trips_per_flash"] <= slow["requests_per_flash"]
+    # The same flash, so the same requests; the in-process board's device time is the remote one's.
+    assert slow["requests_per_flash"] == rows[("remote", 1)]["requests_per_flash"]
+    assert rows[("in-process", 1)]["device_s_per_board"] == rows[("remote", 1)]["device_s_per_board"]

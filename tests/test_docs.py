@@ -9,7 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "site_scons" / "scons_pyocd"
-ERRORS = {"FlashError", "UserError", "user_error", "Interrupted", "NoSuchBoard", "InvalidBoardId", "BoardExists"}
+ERRORS = {"FlashError", "UserError", "user_error", "Interrupted", "NoSuchBoard", "InvalidBoardId", "BoardExists",
+          "RemoteFailure", "ServerLost", "ServerBusy", "StopRequested"}
 #: Where each source's messages must be documented.
 SOURCES = {
     "troubleshooting.md": [PACKAGE / name for name in ("builders.py", "operations.py", "session.py",
@@ -18,6 +19,8 @@ SOURCES = {
                           + [PACKAGE / "sim" / "board.py"]
                           + [ROOT / "site_scons" / "site_tools" / "pyocd.py", ROOT / "SConstruct", ROOT / "examples" / "blinky" / "SConscript"],
     "images.md": [PACKAGE / "images.py"],
+    "farm.md": [PACKAGE / name for name in ("remote.py", "remote_probe.py", "labgrid_place.py")]
+               + [PACKAGE / "sim" / "serve.py"],
 }
 
 

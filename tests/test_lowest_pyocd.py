@@ -6,7 +6,7 @@ dependencies within their declared ranges, under ``.cache/lowest-pyocd/`` in the
 (``SCONS_PYOCD_LOWEST_DIR`` to put it elsewhere), then runs ``tests/test_tool_flash.py`` (the
 real ``scons flash``/``erase``/``verify`` against the simulated board) and
 ``tests/test_flash_algo.py`` (our flash algorithm through pyOCD, and pyOCD's own FlashLoader on
-our target) with it. The environment is built once and reused while pyproject.toml's
+our target) and ``tests/test_farm.py`` (boards behind pyOCD's probe server) with it. The environment is built once and reused while pyproject.toml's
 dependencies stay the same (its folder is named after their digest); building it needs PyPI
 (pip, about a minute). Bounds on its steps only catch hangs.
 """
@@ -22,8 +22,9 @@ from pathlib import Path
 
 from conftest import ROOT
 
-#: The e2e flash tests run again with the lowest pyOCD.
-E2E = ["tests/test_tool_flash.py", "tests/test_flash_algo.py"]
+#: The e2e flash tests run again with the lowest pyOCD; test_farm.py for the remote probe client,
+#: which builds on pyOCD's own TCPClientProbe.
+E2E = ["tests/test_tool_flash.py", "tests/test_flash_algo.py", "tests/test_farm.py"]
 INSTALL_TIMEOUT = 1800     # seconds: generous, to catch a hang only
 RUN_TIMEOUT = 3600
 

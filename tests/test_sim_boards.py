@@ -70,7 +70,7 @@ def test_scons_flash_with_a_mistyped_sim_id_is_a_clear_error_and_creates_nothing
     assert not (sim_dir() / "sim-m").exists()
     assert list_boards() == ["sim-mine"]
     assert untouched(p.board, flash, counters)                 # the board it resembles: not opened
-    assert "flash stm32f100rb" not in result.stdout
+    assert "flash stm32f100rb via" not in result.stdout
 
 
 def test_scons_flash_on_a_machine_without_simulated_boards_says_so(tmp_path):

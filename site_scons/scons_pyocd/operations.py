@@ -13,13 +13,14 @@ is :mod:`.session`). Each function returns the line to print.
 """
 
 import binascii
+import dataclasses
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import records, report
+from . import records, remote, report
 from .errors import FlashError
 from .images import EXTENSIONS, Image, check_fits, check_vector_table, load_image
 from .session import Connection, Settings, find_probe, fit_regions
@@ -159,11 +160,38 @@ def _image_digest(path: str, base_address: Optional[int], target: str) -> Callab
     return digest
 
 
-def why_flash(path: str, probe: str, base_address: Optional[int], job: Job) -> Optional[str]:
+def remote_board(probe: str, job: Job, settings: Optional[Settings] = None,
+                 served: Optional[remote.Served] = None):
+    """For a ``remote:``/``labgrid:`` probe: ``(served, job, settings)`` with what its server
+    serves now (:func:`remote.lookup`, no pyOCD), the job's options keyed by the served
+    board (PYOCD_PROBE becomes the served probe id, a labgrid place adds its acquisition)
+    and the target defaulting to the served board's; the job's owner names the served board
+    too. ``(None, job, settings)`` otherwise."""
+    if not remote.is_remote(probe):
+        return None, job, settings
+    served = served or remote.lookup(probe)
+    options = dict(job.options, PYOCD_PROBE=served.probe_id, **served.claims)
+    if not options.get("PYOCD_TARGET") and served.target:
+        options["PYOCD_TARGET"] = served.target
+    if settings is not None and not settings.target and served.target:
+        settings = dataclasses.replace(settings, target=served.target)
+    # The owner names the board, not the address: '<image>.<configured probe>.flashed' becomes
+    # '<image>.<served probe id>.flashed', as for the same board on a local probe.
+    owner, configured = job.owner, f".{records.board_key(probe)}.flashed"
+    if owner.endswith(configured):
+        owner = owner[:-len(configured)] + f".{records.board_key(served.probe_id)}.flashed"
+    return served, dataclasses.replace(job, options=options, owner=owner), settings
+
+
+def why_flash(path: str, probe: str, base_address: Optional[int], job: Job,
+              served: Optional[remote.Served] = None) -> Optional[str]:
     """None when the board record says the board behind ``probe`` holds ``job.owner``'s image
     with these options; otherwise why a flash is needed. Reads the record and the image
-    file only: no probe, no pyOCD (a no-op ``scons flash`` costs this)."""
-    board = records.resolved_probe(probe)
+    file only: no probe, no pyOCD (a no-op ``scons flash`` costs this). For a remote probe
+    the server is asked what it serves first (:func:`remote_board`; no pyOCD either)."""
+    if remote.is_remote(probe) and served is None:
+        served, job, _ = remote_board(probe, job)
+    board = served.probe_id if served is not None else records.resolved_probe(probe)
     if not board:
         return "no probe has been used yet (PYOCD_PROBE is empty)"
     record = records.BoardRecord(board)
@@ -171,10 +199,15 @@ def why_flash(path: str, probe: str, base_address: Optional[int], job: Job) -> O
                              _image_digest(path, base_address, job.options.get("PYOCD_TARGET", "")))
 
 
-def up_to_date_line(probe: str, job: Job, name: Optional[str] = None) -> str:
-    """``flash is up to date (image NAME SHA at RANGE, board PROBE, flashed TIME)``."""
-    return (f"flash is up to date "
-            f"({records.BoardRecord(records.resolved_probe(probe)).describe(job.owner, name)})")
+def up_to_date_line(probe: str, job: Job, name: Optional[str] = None,
+                    served: Optional[remote.Served] = None) -> str:
+    """``flash is up to date (image NAME SHA at RANGE, board PROBE, flashed TIME[, at SERVER])``."""
+    if remote.is_remote(probe) and served is None:
+        served = remote.lookup(probe)
+    board = served.probe_id if served is not None else records.resolved_probe(probe)
+    where = f", at {served.address}" + (f" (labgrid place {served.place})" if served.place else "") \
+        if served is not None else ""
+    return f"flash is up to date ({records.BoardRecord(board).describe(job.owner, name)}{where})"
 
 
 def _phase(settings: Settings, name: str) -> None:
@@ -206,21 +239,25 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
     flash. Returns the line to print (see :mod:`.report`)."""
     started = time.monotonic()
     name = name or path
-    why = "--force-flash" if force else "--flash-check" if check else why_flash(path, probe, base_address, job)
+    served, job, settings = remote_board(probe, job, settings)
+    why = "--force-flash" if force else "--flash-check" if check else why_flash(path, probe, base_address, job,
+                                                                                served)
     if explain is not None:
         explain(why)
     if why is None:
-        return up_to_date_line(probe, job, name)
+        return up_to_date_line(probe, job, name, served)
     try:
-        return _flash(path, settings, probe, base_address, job, check, force, say, name, page_map, started)
+        return _flash(path, settings, probe, base_address, job, check, force, say, name, page_map, started,
+                      served)
     finally:
         _progress_done(settings)
 
 
-def _flash(path, settings, probe, base_address, job, check, force, say, name, page_map, started) -> str:
+def _flash(path, settings, probe, base_address, job, check, force, say, name, page_map, started,
+           served) -> str:
     check_target_definition(settings.target)
     image = _load(path, base_address, settings.target)
-    found = find_probe(probe)
+    found = find_probe(probe, served, say)
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
         record = records.BoardRecord(probe_id)
@@ -268,6 +305,8 @@ def _flash(path, settings, probe, base_address, job, check, force, say, name, pa
                          **facts)
     records.remember_resolved_probe(probe, probe_id)
     _progress_done(settings)
+    if served is not None:
+        result.probe = served.via
     if page_map is not None:
         page_map(report.page_map(result, name))
     return report.flash_line(result, name, image.ranges(), time.monotonic() - started)
@@ -284,8 +323,9 @@ def verify(path: str, settings: Settings, probe: str = "", base_address: Optiona
 
 
 def _verify(path, settings, probe, base_address, job, say, name, started) -> str:
+    served, job, settings = remote_board(probe, job, settings)
     image = _load(path, base_address, settings.target)
-    found = find_probe(probe)
+    found = find_probe(probe, served, say)
     probe_id = found.unique_id
     mode = settings.verify if settings.verify != "none" else "crc"
     with records.probe_lock(probe_id, on_wait=say):
@@ -306,7 +346,8 @@ def _verify(path, settings, probe, base_address, job, say, name, started) -> str
             record.learn(survey.page_crcs, {}, f"verify of {image.source}")
             target = connection.target_name
     records.remember_resolved_probe(probe, probe_id)
-    return (f"verify {target} via {probe_id}: {name} matches ({mode}): {report.span(image.ranges())} "
+    via = served.via if served is not None else probe_id
+    return (f"verify {target} via {via}: {name} matches ({mode}): {report.span(image.ranges())} "
             f"in {time.monotonic() - started:.1f} s")
 
 
@@ -324,9 +365,10 @@ def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Range]]
 
 
 def _erase(settings, probe, ranges, job, say, image_path, base_address, started) -> str:
+    served, job, settings = remote_board(probe, job, settings)
     check_target_definition(settings.target)
     image = _load(image_path, base_address, settings.target) if image_path else None
-    found = find_probe(probe)
+    found = find_probe(probe, served, say)
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
         record = records.BoardRecord(probe_id)
@@ -359,6 +401,8 @@ def _erase(settings, probe, ranges, job, say, image_path, base_address, started)
                     erased = {lo: b"\xff" * (hi - lo) for lo, hi in _split_pages(connection, events[0][1])}
                     record.learn({lo: binascii.crc32(data) & 0xFFFFFFFF for lo, data in erased.items()}, erased,
                                  reason, event=events[0][0], touched=events[0][1])
+            if served is not None:
+                line = line.replace(f" via {probe_id}:", f" via {served.via}:", 1)
     records.remember_resolved_probe(probe, probe_id)
     return f"{line} in {time.monotonic() - started:.1f} s"
 

@@ -210,7 +210,8 @@ OPTIONS: Tuple[Option, ...] = (
            "probe's board reports.", parse_str, flag="--target", metavar="NAME", in_varlist=True,
            unset="the target the probe's board reports"),
     Option("PYOCD_PROBE", "", "Unique id (or a unique part of it) of the debug probe. Empty: the only "
-           "probe attached; with several attached, the error lists them.", parse_str,
+           "probe attached; with several attached, the error lists them. remote:HOST:PORT: the probe a "
+           "pyocd server serves there; labgrid:PLACE: the one of a labgrid place (docs/farm.md).", parse_str,
            flag="--probe", metavar="ID", in_varlist=True, unset="the only probe attached"),
     Option("PYOCD_FREQUENCY", "", "SWD clock: 4MHz, 4000kHz or 4000000 (Hz). A bare number below "
            "100000 is refused: OpenOCD's 'adapter speed 4000' means kHz, so write the unit. Empty: "

@@ -132,12 +132,15 @@ class FlashResult:
     #: The plan that was carried out (None before plans existed).
     plan: Any = None
 
-    def summary(self) -> str:
+    def summary(self, image: Optional[str] = None) -> str:
+        """The flash's line; with ``image`` (its file, as shown) it names it, so the lines of
+        several boards flashed at once say which image went where."""
         if self.chip_erase:
             what = f"mass erase, {self.pages_programmed} of {self.pages_total} pages programmed"
         else:
             what = f"{self.pages_programmed} of {self.pages_total} pages changed"
-        line = (f"flash {self.target} via {self.probe}: {what}, {_kib(self.bytes_programmed)} "
+        flashed = f"{image} onto {self.target}" if image else self.target
+        line = (f"flash {flashed} via {self.probe}: {what}, {_kib(self.bytes_programmed)} "
                 f"in {self.seconds:.1f} s")
         if self.verify != "none":
             line += f", verified ({self.verify})"
@@ -192,8 +195,14 @@ def translate(probe_id: str, doing: str) -> Iterator[None]:
 
 def _translated(exc: Exception, probe_id: str, doing: str) -> FlashError:
     from pyocd.core import exceptions as x
+    from . import remote
+    if remote.seen(probe_id) is not None:     # a board behind a probe server: the connection's own errors
+        from .remote_probe import translated
+        error = translated(exc, probe_id, doing)
+        if error is not None:
+            return error
     text = str(exc) or type(exc).__name__
-    where = f"probe {probe_id}"
+    where = remote.label(probe_id)
     nothing = "The board is not recorded as flashed; run the command again once fixed."
     if isinstance(exc, x.ProbeDisconnected):
         return FlashError(f"{where} disconnected while {doing} ({text}). Check the USB cable and the "
@@ -273,10 +282,20 @@ def list_probes(simulated: bool = False) -> List[ProbeInfo]:
     return sorted((_describe(p) for p in probes), key=lambda info: info.unique_id)
 
 
-def find_probe(wanted: str):
+def find_probe(wanted: str, served=None, say: Callable[[str], None] = print):
     """The one probe matching ``wanted`` (a unique id or a unique part of one; '' = the only
-    probe attached). A FlashError lists what is attached otherwise."""
+    probe attached). A FlashError lists what is attached otherwise.
+
+    ``remote:HOST:PORT`` and ``labgrid:PLACE`` (or ``served``, what :func:`remote.lookup`
+    found for them) give the probe behind that server (:mod:`.remote_probe`); ``say``
+    reports a wait for the server's lock."""
+    from . import remote
+    if served is None and remote.is_remote(wanted):
+        served = remote.lookup(wanted)
     _pyocd(wanted)
+    if served is not None:
+        from .remote_probe import attach
+        return attach(served, say)
     from pyocd.probe.aggregator import DebugProbeAggregator
     with translate(wanted or "(any)", "looking for the probe"):
         matches = DebugProbeAggregator.get_all_connected_probes(unique_id=wanted or None)
@@ -444,10 +463,14 @@ class Connection:
         try:
             with translate(self.probe_id, "connecting"):
                 cwd = os.getcwd()
+                session = None
                 try:
                     session = Session(self._probe, options=self.session_options())
                     session.open()
                 except Exception as exc:
+                    if session is not None:     # give the probe back (a probe server's lock too)
+                        with contextlib.suppress(Exception):
+                            session.close()
                     raise self._setup_failure(exc) from None
                 finally:
                     if os.getcwd() != cwd:   # a user-set project_dir made pyOCD chdir

@@ -19,6 +19,7 @@ Examples::
     scons-pyocd-sim factory sim-vldiscovery                     # erased, unprotected, no faults (same unique id)
     scons-pyocd-sim factory sim-vldiscovery --new-unique-id     # ... and another chip's unique id
     scons-pyocd-sim run sim-vldiscovery --instructions 5000000  # boot the firmware, show the LEDs
+    scons-pyocd-sim serve sim-a sim-b        # one `pyocd server` per board on 127.0.0.1 (a farm, docs/farm.md)
 """
 
 import argparse
@@ -99,8 +100,16 @@ def main(argv=None) -> int:
     p.add_argument("board")
     p.add_argument("--instructions", type=int, default=5_000_000, help="instruction budget (default 5,000,000)")
     p.add_argument("--leds", type=int, default=None, help="stop after this many LED changes")
+    p = sub.add_parser("serve", help="serve boards as a farm: one `pyocd server` per board on 127.0.0.1, "
+                                     "any free port; prints 'NAME remote:127.0.0.1:PORT pid PID' per board")
+    p.add_argument("boards", nargs="+", metavar="board")
+    p.add_argument("--detach", action="store_true",
+                   help="return once they listen; stop each server with 'kill PID' (default: until Ctrl-C)")
     args = parser.parse_args(argv)
 
+    if args.cmd == "serve":
+        from .serve import serve_forever
+        return serve_forever(args.boards, args.detach)
     if args.cmd == "list":
         for board_id in list_boards():
             print(board_id)
