@@ -183,7 +183,10 @@ def _local_options() -> str:
     group = next((o.container for o in _DECLARED.values()), None)
     if group is None or all(o.help == optparse.SUPPRESS_HELP for o in group.option_list):
         return ""
-    return group.parser.format_local_option_help()
+    try:
+        return group.parser.format_local_option_help()
+    except AttributeError:      # SCons before 4.6: the group as optparse formats it
+        return group.format_help(group.parser.formatter)
 
 
 def add_help(facts) -> None:

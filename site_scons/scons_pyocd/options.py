@@ -355,9 +355,10 @@ class HelpFacts(NamedTuple):
     targets: List[Tuple[str, str]] = []
 
 
-def _wrap(text: str, indent: str) -> List[str]:
+def _wrap(text: str, indent: str, hanging: str = "") -> List[str]:
     import textwrap
-    return textwrap.wrap(text, width=79, initial_indent=indent, subsequent_indent=indent)
+    return textwrap.wrap(text, width=79, initial_indent=indent, subsequent_indent=indent + hanging,
+                         break_on_hyphens=False, break_long_words=False)
 
 
 def help_text(facts: HelpFacts = HelpFacts()) -> str:
@@ -368,7 +369,7 @@ def help_text(facts: HelpFacts = HelpFacts()) -> str:
         lines.append("Targets:")
         width = max(len(name) for name, _ in facts.targets) + 2
         for name, what in facts.targets:
-            lines += _wrap(f"{name:{width}}{what}", "  ")
+            lines += _wrap(f"{name:{width}}{what}", "  ", " " * width)
         lines.append("")
     lines.append("Options (a command-line value wins over the SConstruct's construction variable):")
     for option in OPTIONS:
