@@ -199,6 +199,16 @@ def why_flash(path: str, probe: str, base_address: Optional[int], job: Job,
                              _image_digest(path, base_address, job.options.get("PYOCD_TARGET", "")))
 
 
+def _find(probe: str, served: Optional[remote.Served], say: Say):
+    """The probe ``probe`` names now (:func:`session.find_probe`), remembered at once as what an
+    empty or partial ``probe`` means: whatever happens next on it (a failed verify, a flash
+    that fails or is interrupted), the next no-op reads the record of the probe reached, not
+    of the one reached before (whose record would say "up to date" about another chip)."""
+    found = find_probe(probe, served, say)
+    records.remember_resolved_probe(probe, found.unique_id)
+    return found
+
+
 def up_to_date_line(probe: str, job: Job, name: Optional[str] = None,
                     served: Optional[remote.Served] = None) -> str:
     """``flash is up to date (image NAME SHA at RANGE, board PROBE, flashed TIME[, at SERVER])``."""
@@ -257,7 +267,7 @@ def _flash(path, settings, probe, base_address, job, check, force, say, name, pa
            served) -> str:
     check_target_definition(settings.target)
     image = _load(path, base_address, settings.target)
-    found = find_probe(probe, served, say)
+    found = _find(probe, served, say)
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
         record = records.BoardRecord(probe_id)
@@ -325,7 +335,7 @@ def verify(path: str, settings: Settings, probe: str = "", base_address: Optiona
 def _verify(path, settings, probe, base_address, job, say, name, started) -> str:
     served, job, settings = remote_board(probe, job, settings)
     image = _load(path, base_address, settings.target)
-    found = find_probe(probe, served, say)
+    found = _find(probe, served, say)
     probe_id = found.unique_id
     mode = settings.verify if settings.verify != "none" else "crc"
     with records.probe_lock(probe_id, on_wait=say):
@@ -368,7 +378,7 @@ def _erase(settings, probe, ranges, job, say, image_path, base_address, started)
     served, job, settings = remote_board(probe, job, settings)
     check_target_definition(settings.target)
     image = _load(image_path, base_address, settings.target) if image_path else None
-    found = find_probe(probe, served, say)
+    found = _find(probe, served, say)
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
         record = records.BoardRecord(probe_id)
