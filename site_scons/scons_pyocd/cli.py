@@ -19,7 +19,7 @@ import json
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-from . import paths, records
+from . import paths, records, remote
 from .errors import FlashError
 
 
@@ -137,7 +137,11 @@ def probe_rows(extra: Sequence[str] = (), simulated: Optional[bool] = None) -> L
             probes += [p for p in DebugProbeAggregator.get_all_connected_probes("sim:") if p.unique_id not in seen]
     if not simulated:      # SCONS_PYOCD_SIM_LIST=1 may have listed them anyway
         probes = [p for p in probes if not sim_plugin.is_simulated(str(getattr(p, "unique_id", "")))]
+    served_rows = []
     for wanted in extra:
+        if remote.is_remote(wanted):       # pyOCD's remote probe knows nothing until opened: ask
+            served_rows.append(_served_row(wanted))
+            continue
         session._pyocd(wanted)
         with session.translate(wanted, "looking for the probe"):
             found = DebugProbeAggregator.get_probe_with_id(wanted)
@@ -162,8 +166,21 @@ def probe_rows(extra: Sequence[str] = (), simulated: Optional[bool] = None) -> L
         record = _record_of(row["unique_id"])
         row["record"] = _record_summary(record) if record is not None else "no"
         rows.append(row)
+    rows += served_rows
     rows.sort(key=lambda r: r["unique_id"])
     return rows
+
+
+def _served_row(wanted: str) -> Dict[str, Any]:
+    """The row of a ``remote:``/``labgrid:`` probe: what its server serves (asked as a flash
+    asks it, without opening the probe; FlashError when the server cannot be asked), keyed
+    by the served probe's unique id, as its board record is."""
+    served = remote.lookup(wanted)
+    record = _record_of(served.probe_id)
+    return {"unique_id": served.probe_id, "address": str(served.address), "place": served.place,
+            "via": served.via, "vendor_name": "pyocd server", "product_name": served.description or "?",
+            "board": served.board_name, "target": served.target,
+            "record": _record_summary(record) if record is not None else "no"}
 
 
 def probes_text(extra: Sequence[str] = (), simulated: Optional[bool] = None) -> str:
@@ -175,7 +192,7 @@ def probes_text(extra: Sequence[str] = (), simulated: Optional[bool] = None) -> 
                 "docs/real-hardware.md); pyOCD sees none." + notes)
     table = [("unique id", "vendor / product", "board / target", "board record")]
     for r in rows:
-        table.append((r["unique_id"], f"{r['vendor_name']} / {r['product_name']}",
+        table.append((r.get("via", r["unique_id"]), f"{r['vendor_name']} / {r['product_name']}",
                       f"{r['board'] or '-'} / {r['target'] or '-'}", r["record"]))
     return _table(table) + notes
 
