@@ -211,9 +211,10 @@ def _find(probe: str, served: Optional[remote.Served], say: Say):
 
 def up_to_date_line(probe: str, job: Job, name: Optional[str] = None,
                     served: Optional[remote.Served] = None) -> str:
-    """``flash is up to date (image NAME SHA at RANGE, board PROBE, flashed TIME[, at SERVER])``."""
+    """``flash is up to date (image NAME SHA at RANGE, board PROBE, flashed TIME[, at SERVER])``.
+    ``job`` as configured, or (with ``served``) as :func:`remote_board` keyed it by the served board."""
     if remote.is_remote(probe) and served is None:
-        served = remote.lookup(probe)
+        served, job, _ = remote_board(probe, job)      # the record's entry is the served board's
     board = served.probe_id if served is not None else records.resolved_probe(probe)
     where = f", at {served.address}" + (f" (labgrid place {served.place})" if served.place else "") \
         if served is not None else ""
