@@ -25,6 +25,7 @@ and ``phase(name)`` returns it. It draws through one of two views:
 No pyOCD and no SCons here.
 """
 
+import os
 import sys
 import time
 from typing import Callable, Optional, TextIO
@@ -104,9 +105,11 @@ class BarView(View):
         self.finish()
         from tqdm import tqdm
         known = total > 0
+        stream = self.stream or sys.stderr
+        sized = _columns(stream) != 0       # --progress=bar on a terminal of no width: 80 columns
         self._bar = tqdm(
             total=total if known else None, desc=f"{self.label}: {phase}", leave=False,
-            file=self.stream or sys.stderr, dynamic_ncols=True, mininterval=0.1,
+            file=stream, dynamic_ncols=sized, ncols=None if sized else 80, mininterval=0.1,
             bar_format=("{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]"
                         if known else "{desc} ... {elapsed}"))
         self._count = 0
@@ -125,13 +128,24 @@ class BarView(View):
             bar.close()
 
 
+def _columns(stream: TextIO) -> Optional[int]:
+    """The width the terminal ``stream`` writes to reports (None when it cannot be asked). A
+    pseudo-terminal whose size was never set (``script`` run from a non-terminal, some CI
+    runners and container shells) reports 0 columns, and tqdm draws nothing at width 0:
+    such a terminal gets lines."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def view_for(mode: str, label: str, stream: Optional[TextIO] = None) -> View:
     """The view for ``PYOCD_PROGRESS``: auto (a bar when ``stream``, default stderr, is a
     terminal, lines otherwise), bar, lines or none."""
     stream_ = stream or sys.stderr
     if mode == "auto":
         try:
-            mode = "bar" if stream_.isatty() else "lines"
+            mode = "bar" if stream_.isatty() and _columns(stream_) != 0 else "lines"
         except (AttributeError, ValueError):
             mode = "lines"
     if mode == "bar":
