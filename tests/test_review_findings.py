@@ -185,8 +185,8 @@ def test_dry_run_up_to_date_line_through_a_probe_server_describes_the_record(ser
 # -- 5. a terminal that reports no width --------------------------------------------------------
 
 def test_progress_shows_on_a_terminal_of_zero_columns(tmp_path):
-    """A pseudo-terminal whose size was never set (0 x 0: `script` from a non-terminal, some
-    CI runners and container shells): tqdm draws nothing at width 0, so lines are wanted."""
+    """A pseudo-terminal whose size was never set (0 x 0, e.g. `script` run without one):
+    tqdm draws nothing at width 0, so lines are wanted."""
     p = Project(tmp_path / "t", "sim-t")
     p.image(random_image(16 * PAGE, seed=2))
     p.sconstruct(ALIASES)

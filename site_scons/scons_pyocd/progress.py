@@ -130,8 +130,8 @@ class BarView(View):
 
 def _columns(stream: TextIO) -> Optional[int]:
     """The width the terminal ``stream`` writes to reports (None when it cannot be asked). A
-    pseudo-terminal whose size was never set (``script`` run from a non-terminal, some CI
-    runners and container shells) reports 0 columns, and tqdm draws nothing at width 0:
+    pseudo-terminal whose size was never set (e.g. ``script`` run without a terminal)
+    reports 0 columns, and tqdm draws nothing at width 0:
     such a terminal gets lines."""
     try:
         return os.get_terminal_size(stream.fileno()).columns
