@@ -369,7 +369,9 @@ class BoardRecord:
                 if start in contents:
                     kept.add(start)
             if not survived:
-                if entry.get("valid"):
+                # valid until now, or invalidated before the write that led here ("... started,
+                # not completed"): the write completed, and this is what it did to the entry
+                if entry.get("valid") or (event is not None and entry.get("invalidated", {}).get("event") == event):
                     entry["valid"] = False
                     entry["invalidated"] = {"reason": f"page {_hex(start)} holds other data ({source})",
                                             "time": _now(), "event": uuid.uuid4().hex}
