@@ -457,6 +457,24 @@ def _in_command_line_order(env, board: str, node, names: Sequence[str]) -> None:
     _ASKED[board].append((position, node))
 
 
+def _same_flash_twice(image, values: Dict[str, Any], overrides: Dict[str, Any]) -> SCons.Errors.UserError:
+    """Two FlashAliases calls make one flash node (one image, one board) with different settings,
+    which SCons refuses ('Two environments with different actions ...', at the tool's line).
+    The usual cause: a command-line option, typically --probe, replacing what each call gives."""
+    name = image[0] if isinstance(image, (list, tuple)) and image else image
+    replaced = [o for o in opts.OPTIONS if o.flag and o.name in overrides and command_line.value(o.dest) is not None]
+    if replaced:
+        given = ", ".join(f"{o.flag} replaces the {o.name}={overrides[o.name]!r} this call gives" for o in replaced)
+        why = (f"On the command line, {given}, so two calls now flash {name} onto {values['PYOCD_PROBE']} "
+               f"with different settings. Flash one board through its own alias (the flash= name of its "
+               f"FlashAliases call) without {replaced[0].flag}, or leave {replaced[0].name} out of the calls.")
+    else:
+        why = ("Give each call its own image or board (PYOCD_PROBE), or the same settings, or one call "
+               "with several alias names (env.Alias).")
+    return user_error(f"{name} is flashed onto {values['PYOCD_PROBE'] or 'the default probe'} by two "
+                      f"FlashAliases calls with different settings, and SCons builds one target one way. {why}")
+
+
 def FlashAliases(env, image, flash="flash", erase="erase", verify="verify", board_erase="erase",
                  **overrides):
     """``scons flash`` (build the image if needed, then flash it unless the board holds it),
@@ -472,7 +490,12 @@ def FlashAliases(env, image, flash="flash", erase="erase", verify="verify", boar
     values = resolve(env, overrides)
     board = records.resolved_probe(values["PYOCD_PROBE"]) or "(default)"
     _ALIASES.append((env, dict(overrides), image, flash, erase, verify, board_erase))
-    record = env.Flash(image, **overrides)
+    try:
+        record = env.Flash(image, **overrides)
+    except SCons.Errors.UserError as exc:
+        if "Two environments with different actions" not in str(exc):
+            raise
+        raise _same_flash_twice(image, values, overrides) from None
     _in_command_line_order(env, board, record[0], [flash, str(record[0])])
     checked = env.Verify(image, **overrides)
     _in_command_line_order(env, board, checked[0], [verify, str(checked[0])])
