@@ -235,8 +235,9 @@ OPTIONS: Tuple[Option, ...] = (
            "the core stays halted).", _choice, flag="--reset", choices=("run", "halt", "none"),
            in_varlist=True),
     Option("PYOCD_VERIFY", "crc", "After programming, compare the chip with the image: crc (the pages "
-           "just programmed, by on-chip CRC32 of 4 KiB blocks and reading back the rest), read (read "
-           "every byte of the image back), none. "
+           "just programmed, by an on-chip CRC-32: on the STM32F100RB the CRC unit, a page at a "
+           "time; on other targets pyOCD's CRC analyzer in 4 KiB blocks, reading back what it cannot "
+           "cover), read (read every byte of the image back), none. "
            "True/False mean crc/none. "
            "A mismatch is an error naming the address, and leaves no record.", _choice,
            flag="--verify", choices=("crc", "read", "none"), in_varlist=True,
