@@ -318,3 +318,10 @@ def test_dry_run_of_a_rebuilt_image_says_it_would_flash(tmp_path):
     result, delta = p.counters_after("-n", "flash")
     assert "would flash build/fw.hex onto stm32f100rb via sim-a (it is rebuilt first)" in result.stdout
     assert delta["connects"] == 0
+
+
+def test_dry_run_with_pyocd_debug_shows_the_plan_without_the_probe(project):
+    result, delta = project.counters_after("-n", "flash", "--pyocd-debug")
+    assert "would flash fw.hex onto stm32f100rb via sim-a (board record says: no record of board sim-a)" in result.stdout
+    assert "flash plan for " in result.stdout and "6 page(s) touched (0x08000000-0x080017FF)" in result.stdout
+    assert delta["connects"] == 0
