@@ -17,7 +17,8 @@ from scons_project import HANG
 from scons_pyocd import options, records
 from scons_pyocd.errors import FlashError
 from scons_pyocd.images import Image
-from scons_pyocd.session import FlashResult, _first_difference, _subtract
+from scons_pyocd.ranges import subtract as _subtract
+from scons_pyocd.session import FlashResult, _first_difference
 
 ROOT = Path(__file__).resolve().parent.parent
 

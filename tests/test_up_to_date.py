@@ -122,13 +122,20 @@ def test_what_a_flash_check_learns_invalidates_another_trees_claim(project, tmp_
 
 # -- 5. two images sharing a page -----------------------------------------------------------
 
-def test_two_images_sharing_a_page_are_both_up_to_date(tmp_path):
+def _bootloader_and_application(tmp_path):
+    """A project flashing a bootloader ending at 0x080009FF and an application from
+    0x08000A00 (the page at 0x08000800 holds both) onto one board: (project, boot, app)."""
     p = Project(tmp_path / "a", "sim-a")
     boot, app = random_image(0xA00, seed=1), random_image(0x1600, seed=2)
     p.image(boot, "boot.hex")
     p.image(app, "app.hex", base=FLASH_BASE + 0xA00)
     p.sconstruct("env.FlashAliases('boot.hex', flash='flash', erase='erase-boot', verify='verify-boot')\n"
                  "env.FlashAliases('app.hex', flash='flash', erase='erase-app', verify='verify-app')\n")
+    return p, boot, app
+
+
+def test_two_images_sharing_a_page_are_both_up_to_date(tmp_path):
+    p, boot, app = _bootloader_and_application(tmp_path)
     p.run("flash")
     assert holds(p, boot) and holds(p, app, FLASH_BASE + 0xA00)
     for _ in range(2):
@@ -289,12 +296,7 @@ def test_random_sequences_never_leave_a_false_claim(tmp_path, isolated_state, se
 
 
 def test_erasing_an_image_keeps_the_bytes_of_its_neighbour_in_a_shared_page(tmp_path):
-    p = Project(tmp_path / "a", "sim-a")
-    boot, app = random_image(0xA00, seed=1), random_image(0x1600, seed=2)
-    p.image(boot, "boot.hex")
-    p.image(app, "app.hex", base=FLASH_BASE + 0xA00)
-    p.sconstruct("env.FlashAliases('boot.hex', flash='flash', erase='erase-boot', verify='verify-boot')\n"
-                 "env.FlashAliases('app.hex', flash='flash', erase='erase-app', verify='verify-app')\n")
+    p, boot, app = _bootloader_and_application(tmp_path)
     p.run("flash")
     result, delta = p.counters_after("erase-app")
     assert delta["mass_erases"] == 0 and delta["pages_erased"] == 6
@@ -317,4 +319,11 @@ def test_dry_run_of_a_rebuilt_image_says_it_would_flash(tmp_path):
     p.image(random_image(SIZE, seed=9), "src.hex")
     result, delta = p.counters_after("-n", "flash")
     assert "would flash build/fw.hex onto stm32f100rb via sim-a (it is rebuilt first)" in result.stdout
+    assert delta["connects"] == 0
+
+
+def test_dry_run_with_pyocd_debug_shows_the_plan_without_the_probe(project):
+    result, delta = project.counters_after("-n", "flash", "--pyocd-debug")
+    assert "would flash fw.hex onto stm32f100rb via sim-a (board record says: no record of board sim-a)" in result.stdout
+    assert "flash plan for " in result.stdout and "6 page(s) touched (0x08000000-0x080017FF)" in result.stdout
     assert delta["connects"] == 0

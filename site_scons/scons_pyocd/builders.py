@@ -288,11 +288,27 @@ def _flash_action(target, source, env):
 
 
 def _flash_str(target, source, env):
-    """Under ``scons -n``: what a real run would do, from the board record."""
+    """Under ``scons -n``: what a real run would do, from the board record; with
+    ``--pyocd-debug``, the flash plan as far as it is known without the chip."""
     if not _dry_run():
         return None
-    from . import operations
     values = resolve(env)
+    line = _would_flash(target, source, env, values)
+    if values["PYOCD_DEBUG"] and line.startswith("would flash") and source[0].exists():
+        from . import operations, session
+        try:
+            image = operations.load_for_preview(source[0].get_abspath(), values["PYOCD_BASE_ADDRESS"],
+                                                values["PYOCD_TARGET"])
+            plan = session.preview(image, _settings(values)) if image is not None else None
+        except FlashError as exc:
+            plan = f"(no plan: {exc})"
+        if plan:
+            line += "\n" + plan
+    return line
+
+
+def _would_flash(target, source, env, values) -> str:
+    from . import operations
     job = _job(env, target, values)
     if values["PYOCD_FORCE"] or values["PYOCD_FLASH_CHECK"]:
         how = "--force-flash" if values["PYOCD_FORCE"] else "--flash-check: the chip is compared first"

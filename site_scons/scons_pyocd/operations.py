@@ -141,6 +141,12 @@ def _load(path: str, base_address: Optional[int], target: str) -> Optional[Image
     return image
 
 
+def load_for_preview(path: str, base_address: Optional[int], target: str) -> Optional[Image]:
+    """The image as a flash would write it, when that is known without the probe (None: a raw
+    binary whose base is the flash start of a target named only by the probe)."""
+    return _load(path, base_address, target)
+
+
 def _first_sentence(exc: Exception) -> str:
     return str(exc).split(". ")[0]
 

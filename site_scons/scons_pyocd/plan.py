@@ -34,6 +34,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from .ranges import intersect, merge, subtract  # noqa: F401 (part of this module's API)
+
 Range = Tuple[int, int]
 
 ERASE_MODES = ("auto", "sector", "chip")
@@ -196,38 +198,6 @@ class Costs:
 
 
 # -- small range helpers ----------------------------------------------------------------
-
-def merge(ranges: Iterable[Range]) -> List[Range]:
-    """Sorted ranges with touching or overlapping ones joined."""
-    out: List[Range] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return out
-
-
-def intersect(a: Sequence[Range], b: Sequence[Range]) -> List[Range]:
-    """The parts common to two lists of disjoint ranges, sorted."""
-    return sorted((max(lo, blo), min(hi, bhi)) for lo, hi in a for blo, bhi in b if max(lo, blo) < min(hi, bhi))
-
-
-def subtract(ranges: Sequence[Range], holes: Sequence[Range]) -> List[Range]:
-    """``ranges`` minus ``holes`` (both sorted and disjoint)."""
-    out: List[Range] = []
-    for lo, hi in ranges:
-        address = lo
-        for hlo, hhi in holes:
-            if hhi <= address or hlo >= hi:
-                continue
-            if hlo > address:
-                out.append((address, hlo))
-            address = max(address, hhi)
-        if address < hi:
-            out.append((address, hi))
-    return out
-
 
 def crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF

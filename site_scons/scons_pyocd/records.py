@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from . import options as option_table, paths, report
+from .ranges import overlaps
 from .errors import FlashError
 
 #: The record format this version reads and writes; a record of another version claims nothing.
@@ -147,10 +148,6 @@ def _user() -> str:
         return getpass.getuser()
     except Exception:   # no login name (containers): the uid says enough
         return str(os.getuid())
-
-
-def _overlaps(a: Sequence[Range], b: Sequence[Range]) -> bool:
-    return any(s1 < e2 and s2 < e1 for s1, e1 in a for s2, e2 in b)
 
 
 # -- what an entry says about pages ------------------------------------------------------
@@ -328,7 +325,7 @@ class BoardRecord:
         event = uuid.uuid4().hex
         stamp = {"reason": reason, "time": _now(), "event": event}
         for entry in self.entries:
-            if entry.get("valid") and (ranges is None or _overlaps(_entry_ranges(entry), ranges)):
+            if entry.get("valid") and (ranges is None or overlaps(_entry_ranges(entry), ranges)):
                 entry["valid"] = False
                 entry["invalidated"] = dict(stamp)
         if save:
@@ -378,7 +375,7 @@ class BoardRecord:
                 continue
             if (not entry.get("valid") and event is not None
                     and entry.get("invalidated", {}).get("event") == event):
-                hit = [r for r in _entry_ranges(entry) if touched is None or _overlaps([r], touched)]
+                hit = [r for r in _entry_ranges(entry) if touched is None or overlaps([r], touched)]
                 if all(lo in kept for lo, _ in hit):
                     entry["valid"] = True
                     entry.pop("invalidated", None)

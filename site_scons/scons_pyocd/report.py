@@ -13,6 +13,8 @@ estimated::
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .ranges import merge
+
 Range = Tuple[int, int]
 
 #: Page map characters.
@@ -25,16 +27,6 @@ def kib(n: int) -> str:
         return f"{n} bytes"
     value = n / 1024
     return f"{value:.0f} KiB" if value == int(value) or value >= 10 else f"{value:.1f} KiB"
-
-
-def merge(ranges: Sequence[Range]) -> List[Range]:
-    out: List[Range] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return out
 
 
 def span(ranges: Sequence[Range], most: int = 3) -> str:

@@ -1443,21 +1443,6 @@ def fit_regions(name: str, regions) -> List[Tuple[str, int, int]]:
     return [(f"{name} {r.name or 'flash'}", r.start, r.length) for r in regions]
 
 
-def _merge(ranges):
-    from .plan import merge
-    return merge(ranges)
-
-
-def _intersect(a, b):
-    from .plan import intersect
-    return intersect(a, b)
-
-
-def _subtract(ranges, holes):
-    from .plan import subtract
-    return subtract(ranges, holes)
-
-
 def _first_difference(image: Image, base: int, found: bytes, expected: bytes) -> Optional[Mismatch]:
     """The first address in ``base..`` where the chip differs from the image's own bytes
     (gaps between the image's segments are not compared)."""

@@ -1,6 +1,6 @@
 """pyOCD debug-probe plugin for the simulated STM32VLDiscovery.
 
-Registered through pyOCD's ``pyocd.probe`` entry point (plugin name ``sim``) when
+Registered through pyOCD's ``pyocd.probe`` entry point (plugin name ``sim``, :mod:`scons_pyocd.sim_plugin`) when
 the package is pip-installed, or in-process by :func:`scons_pyocd.sim.register`.
 Probe unique ids are board ids: ``sim-vldiscovery``, ``sim-a``, ``sim-b``... A board
 exists only once created (``scons-pyocd-sim create ID``, :func:`.board.create_board`).
@@ -30,7 +30,6 @@ from typing import Optional
 
 from pyocd.board.board_ids import BoardInfo
 from pyocd.core import exceptions
-from pyocd.core.plugin import Plugin
 from pyocd.probe.debug_probe import DebugProbe
 
 from .board import BoardState, COUNTER_NAMES, list_boards
@@ -302,20 +301,3 @@ class SimProbe(DebugProbe):
 
     def get_memory_interface_for_ap(self, ap_address):
         return None
-
-
-class SimProbePlugin(Plugin):
-    """Plugin object for pyOCD's ``pyocd.probe`` entry point."""
-
-    def load(self):
-        from .. import targets
-        targets.register()
-        return SimProbe
-
-    @property
-    def name(self) -> str:
-        return "sim"
-
-    @property
-    def description(self) -> str:
-        return "Simulated STM32VLDiscovery (scons-pyocd)"
