@@ -111,12 +111,6 @@ def link_bin(directory: Path, name: str, origin: int, pad: int) -> bytes:
     return (directory / f"{name}.bin").read_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "check_vector_table refuses a .bin only when its reset handler lies outside the pages the "
-    "binary would occupy at the flash start; an application linked behind a bootloader and "
-    "larger than the bootloader's region has its reset handler inside them, so it is written "
-    "over the bootloader at 0x08000000 (and verified). Needs a better signal than the reset "
-    "vector (see the review report)."))
 def test_an_application_bin_larger_than_its_offset_is_not_written_over_the_bootloader(tmp_path, arm_toolchain):
     p = Project(tmp_path / "bin", "sim-bin")
     boot = link_bin(p.dir, "boot", 0x08000000, 0x980)           # 2.4 KiB bootloader

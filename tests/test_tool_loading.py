@@ -94,3 +94,16 @@ def test_the_packages_toolpath_without_site_scons(project):
         "env.FlashAliases('fw.hex')\n")
     project.run("flash")
     assert project.board.read_flash(length=SIZE) == project.data
+
+
+@pytest.mark.parametrize("where", ["site_tools", "package"])
+def test_the_old_tool_name_says_what_to_write(project, where):
+    """``pyocd`` shadowed the pyOCD package; the name now gives an error saying what to write,
+    from a copied site_scons as from the installed package's TOOLPATH."""
+    import scons_pyocd
+    from scons_project import SITE_TOOLS
+    toolpath = str(SITE_TOOLS) if where == "site_tools" else scons_pyocd.TOOLPATH
+    (project.dir / "SConstruct").write_text(f"env = Environment(tools=['pyocd'], toolpath=[{toolpath!r}])\n")
+    result = project.run("flash", check=False)
+    assert "the scons-pyocd tool is now named 'pyocd_tool'" in result.stderr
+    assert "Traceback" not in result.stderr and project.board.counters()["connects"] == 0

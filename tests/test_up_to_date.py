@@ -327,3 +327,19 @@ def test_dry_run_with_pyocd_debug_shows_the_plan_without_the_probe(project):
     assert "would flash fw.hex onto stm32f100rb via sim-a (board record says: no record of board sim-a)" in result.stdout
     assert "flash plan for " in result.stdout and "6 page(s) touched (0x08000000-0x080017FF)" in result.stdout
     assert delta["connects"] == 0
+
+
+def test_a_failed_flash_leaves_its_reason_in_the_record(project):
+    project.run("flash")
+    changed = bytearray(project.data)
+    changed[2 * PAGE] ^= 0xFF
+    project.image(bytes(changed))
+    project.board.set_write_protection([2])
+    result = project.run("flash", check=False)
+    assert "write-protected" in result.stderr
+    why = project.record_entry()["invalidated"]["reason"]
+    assert why.startswith(f"flash of {project.dir / 'fw.hex'} failed: the chip refused"), why
+    assert "would flash fw.hex" in project.run("-n", "flash").stdout
+    project.board.set_write_protection([])
+    _, delta = project.counters_after("flash")
+    assert delta["connects"] == 1 and holds(project, bytes(changed))

@@ -147,6 +147,27 @@ def load_for_preview(path: str, base_address: Optional[int], target: str) -> Opt
     return _load(path, base_address, target)
 
 
+def check_guessed_address(image: Image, path: str, base_address: Optional[int], record: "records.BoardRecord",
+                          job: Job) -> None:
+    """A raw binary given no base address goes to the flash start: a guess. Refuse it when it
+    would overwrite another image the board record says this board holds (an application's
+    .bin over the bootloader before it): nothing is written, the message says what to set."""
+    if base_address is not None or not is_raw_binary(path):
+        return
+    held = [entry for entry in record.holders(image.ranges(), skip_owner=job.owner)
+            if entry.get("image_sha256") != image.sha256()]       # the same bytes there: no harm
+    if not held:
+        return
+    other = held[0]
+    spans = [tuple(r) for page in other["pages"].values() for r in page["ranges"]]
+    raise FlashError(
+        f"{path}: a raw binary has no addresses, and with PYOCD_BASE_ADDRESS empty it would go to the "
+        f"flash start, 0x{image.start:08X}-0x{image.end - 1:08X}, over {other.get('image', 'another image')} "
+        f"({report.span(spans)}, flashed from {other.get('project') or '?'}), which board "
+        f"{record.probe_id} holds. Nothing was written. Set PYOCD_BASE_ADDRESS (--base-address) to the "
+        "address the binary was linked for, or flash its .hex or ELF, which carry their addresses.")
+
+
 def _first_sentence(exc: Exception) -> str:
     return str(exc).split(". ")[0]
 
@@ -284,12 +305,15 @@ def _flash(path, settings, probe, base_address, job, check, force, say, name, pa
             # another build flashed it while this one waited for the probe
             records.remember_resolved_probe(probe, probe_id)
             return f"flash is up to date ({record.describe(job.owner, name)})"
+        if image is not None:
+            check_guessed_address(image, path, base_address, record, job)
         _phase(settings, "connecting")
         with Connection.open(settings, found) as connection:
             connection.check_identity()
             if image is None:
                 image = load_at_flash_start(path, connection.flash_start(), settings.target,
                                             connection.target.memory_map)
+                check_guessed_address(image, path, base_address, record, job)
             record.see_chip(connection.chip_unique_id(), connection.target_name)
             facts = _facts(image, path, connection, probe_id, job)
             if check:
@@ -313,7 +337,7 @@ def _flash(path, settings, probe, base_address, job, check, force, say, name, pa
                 result = connection.flash(image, before_write)
             except FlashError as exc:
                 if events:     # say why in the record
-                    record.invalidate(events[0][1], f"flash of {image.source} failed: {_first_sentence(exc)}")
+                    record.explain(events[0][0], f"flash of {image.source} failed: {_first_sentence(exc)}")
                 raise
             event, touched = events[0] if events else (None, [])
             record.learn(result.page_crcs, result.written, f"flash of {image.source}", event=event,
@@ -389,6 +413,8 @@ def _erase(settings, probe, ranges, job, say, image_path, base_address, started)
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
         record = records.BoardRecord(probe_id)
+        if image is not None:
+            check_guessed_address(image, image_path, base_address, record, job)
         _phase(settings, "connecting")
         with Connection.open(settings, found) as connection:
             connection.check_identity()
@@ -404,6 +430,7 @@ def _erase(settings, probe, ranges, job, say, image_path, base_address, started)
                 if image is None:
                     image = load_at_flash_start(image_path, connection.flash_start(), settings.target,
                                                 connection.target.memory_map)
+                    check_guessed_address(image, image_path, base_address, record, job)
                 connection.check_fits(image)
                 blank = Image([(lo, b"\xff" * (hi - lo)) for lo, hi in image.ranges()], image.source, image.fmt)
                 result = connection.flash(blank, before_write)

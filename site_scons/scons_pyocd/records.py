@@ -332,6 +332,21 @@ class BoardRecord:
             self.save()
         return event
 
+    def explain(self, event: str, reason: str) -> None:
+        """Replace the reason of every entry the write of ``event`` invalidated (it failed: say
+        how, instead of 'started, not completed'); save."""
+        for entry in self.entries:
+            why = entry.get("invalidated", {})
+            if not entry.get("valid") and why.get("event") == event:
+                entry["invalidated"] = dict(why, reason=reason, time=_now())
+        self.save()
+
+    def holders(self, ranges: Sequence[Range], skip_owner: Optional[str] = None) -> List[dict]:
+        """The valid entries (other than ``skip_owner``'s) whose image bytes overlap ``ranges``."""
+        return [entry for entry in self.entries
+                if entry.get("valid") and entry.get("owner") != skip_owner
+                and overlaps([tuple(r) for page in entry.get("pages", {}).values() for r in page["ranges"]], ranges)]
+
     def learn(self, page_crcs: Mapping[int, int], contents: Mapping[int, bytes], source: str,
               event: Optional[str] = None, touched: Optional[Sequence[Range]] = None,
               skip_owner: Optional[str] = None) -> None:

@@ -761,7 +761,7 @@ class Connection:
             self.executor().erase(geometry.regions, pages, self._progress)
             self.executor().finish(reset_follows=self.resets_the_chip())
         self.reset_after()
-        return (f"erase {self.target_name} via {self.probe_id}: {len(pages)} sectors, "
+        return (f"erase {self.target_name} via {self.probe_id}: {len(pages)} page{'s' if len(pages) != 1 else ''}, "
                 f"0x{spans[0][0]:08X}-0x{spans[-1][1] - 1:08X}")
 
     def resets_the_chip(self) -> bool:
