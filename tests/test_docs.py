@@ -17,7 +17,7 @@ SOURCES = {
                                                        "records.py", "options.py", "paths.py", "cli.py",
                                                        "progress.py", "command_line.py", "usb_access.py")]
                           + [PACKAGE / "sim" / "board.py"]
-                          + [ROOT / "site_scons" / "site_tools" / "pyocd.py", ROOT / "SConstruct", ROOT / "examples" / "blinky" / "SConscript"],
+                          + [PACKAGE / "site_tools" / "pyocd.py", ROOT / "SConstruct", ROOT / "examples" / "blinky" / "SConscript"],
     "images.md": [PACKAGE / "images.py"],
     "farm.md": [PACKAGE / name for name in ("remote.py", "remote_probe.py", "labgrid_place.py")]
                + [PACKAGE / "sim" / "serve.py"],

@@ -1,14 +1,4 @@
-"""The tool's old name. ``env.Tool('pyocd')`` would shadow the real pyOCD package (SCons
-loads a tool as ``sys.modules['pyocd']``), so the tool is now ``pyocd_tool``."""
+"""The tool's old name: an error saying to write ``pyocd_tool`` (see
+:mod:`scons_pyocd.site_tools.pyocd`, the same module for an installed package)."""
 
-import SCons.Errors
-
-
-def generate(env):
-    raise SCons.Errors.UserError(
-        "the scons-pyocd tool is now named 'pyocd_tool': write env.Tool('pyocd_tool') or "
-        "tools=['default', 'pyocd_tool'] (the name 'pyocd' shadowed the pyOCD package).")
-
-
-def exists(env):
-    return False
+from scons_pyocd.site_tools.pyocd import exists, generate  # noqa: F401
