@@ -499,8 +499,8 @@ def FlashAliases(env, image, flash="flash", erase="erase", verify="verify", boar
 
     ``board_erase`` names the board's mass erase (one node per board per build, shared by
     every call; None: none). ``erase`` names this image's erase: the board's mass erase
-    when it is the same name (the default), otherwise an erase of the pages this image
-    occupies only. The command line's order is kept: ``scons erase flash`` erases, then
+    when it is the same name (the default), otherwise an erase of this image's bytes only
+    (its pages erased, other data in them written back). The command line's order is kept: ``scons erase flash`` erases, then
     flashes; ``scons flash verify`` flashes, then verifies.
     """
     values = resolve(env, overrides)
