@@ -239,7 +239,8 @@ def test_a_server_killed_mid_flash_is_a_disconnection_error_and_the_next_flash_r
     assert "Traceback" not in out and "AssertionError" not in out and "USB" not in out
     assert not holds("sim-k", data) and not holds("sim-k", old)
     entry = BoardRecord("sim-k").entries[0]
-    assert not entry["valid"] and "not completed" in entry["invalidated"]["reason"], entry
+    reason = entry["invalidated"]["reason"]
+    assert not entry["valid"] and "failed" in reason and "disconnected from the probe server" in reason, entry
 
     # The server back (another port): not up to date; the flash completes.
     again = servers("sim-k")

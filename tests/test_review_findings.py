@@ -127,6 +127,24 @@ def test_an_application_bin_larger_than_its_offset_is_not_written_over_the_bootl
     assert holds(p.board, boot) and holds(p.board, app, 0x08000A00)
 
 
+def test_a_bin_from_another_tree_replaces_the_image_at_the_flash_start(tmp_path):
+    """Another checkout (or another build) of the same firmware flashing its .bin at the flash
+    start replaces what the first tree flashed there: the guess is refused only over an image
+    the same project flashed (its bootloader), not over another tree's build."""
+    first, second = Project(tmp_path / "one", "sim-tree"), Project(tmp_path / "two", "sim-tree")
+    old, new = random_image(3 * PAGE, seed=21), random_image(5 * PAGE, seed=22)
+    for p, data in ((first, old), (second, new)):
+        p.image(data, name="fw.bin")
+        p.sconstruct(ALIASES, image="fw.bin")
+    first.run("flash")
+    assert holds(first.board, old)
+    result, delta = second.counters_after("flash")
+    assert result.returncode == 0 and delta["connects"] == 1, result.stdout + result.stderr
+    assert holds(second.board, new)
+    assert not first.run("flash").stdout.startswith("flash is up to date")
+    assert holds(first.board, old)
+
+
 # -- 3. scons probes with a probe server -------------------------------------------------------
 
 @pytest.fixture

@@ -150,12 +150,16 @@ def load_for_preview(path: str, base_address: Optional[int], target: str) -> Opt
 def check_guessed_address(image: Image, path: str, base_address: Optional[int], record: "records.BoardRecord",
                           job: Job) -> None:
     """A raw binary given no base address goes to the flash start: a guess. Refuse it when it
-    would overwrite another image the board record says this board holds (an application's
-    .bin over the bootloader before it): nothing is written, the message says what to set."""
-    if base_address is not None or not is_raw_binary(path):
+    would overwrite another image that the same project (SConstruct directory) flashed onto this
+    board, as the board record says (an application's .bin over the bootloader flashed before
+    it): nothing is written, the message says what to set. An image another tree flashed there
+    (another checkout, another build of the same firmware) is simply replaced: that is what
+    flashing a board with a new build means."""
+    if base_address is not None or not is_raw_binary(path) or not job.project:
         return
     held = [entry for entry in record.holders(image.ranges(), skip_owner=job.owner)
-            if entry.get("image_sha256") != image.sha256()]       # the same bytes there: no harm
+            if entry.get("project") == job.project               # this project's other image
+            and entry.get("image_sha256") != image.sha256()]      # the same bytes there: no harm
     if not held:
         return
     other = held[0]
