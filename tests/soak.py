@@ -2,7 +2,7 @@
 one simulated board, with faults injected now and then; every cycle is checked.
 
 ``run_soak(workdir, cycles, seed)`` is plain Python (no pytest), for ``tests/test_soak.py``
-(short in the default suite, ``SOAK_CYCLES`` or ``-m slow`` for the long one) and for a
+(short in a developer's run, long under ``CI=true`` or ``SOAK_LONG=1``) and for a
 benchmark. It needs ``SCONS_PYOCD_STATE_DIR`` / ``SCONS_PYOCD_SIM_DIR`` pointing at private
 directories (the tests' conftest does that) and ``PYTHONPATH`` reaching ``site_scons``.
 
