@@ -72,6 +72,25 @@ def random_image(size: int, seed: int = 1) -> bytes:
     return bytes(rng.getrandbits(8) for _ in range(size))
 
 
+ALIASES = "env.FlashAliases('{image}')\n"     # an SConstruct body: flash/erase/verify of the image
+
+
+def holds(project: "Project", data: bytes, address: int = FLASH_BASE) -> bool:
+    """Whether ``project``'s simulated board holds ``data`` at ``address`` (read from its flash)."""
+    return project.board.read_flash(address, len(data)) == data
+
+
+def aliases_project(directory: Path, board: str, size: int, body: Optional[str] = ALIASES) -> "Project":
+    """A project with a random ``size``-byte image (``.data``) in fw.hex at the flash start and,
+    unless ``body`` is None, an SConstruct of ``body`` (default :data:`ALIASES`)."""
+    p = Project(directory, board)
+    p.data = random_image(size)
+    p.image(p.data)
+    if body is not None:
+        p.sconstruct(body)
+    return p
+
+
 def write_image(path: Path, data: bytes, base: int = FLASH_BASE) -> None:
     if path.suffix == ".bin":
         path.write_bytes(data)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from scons_project import PAGE, Project, random_image, units
+from scons_project import PAGE, Project, holds, random_image, units
 from scons_pyocd import images
 from scons_pyocd.sim.board import FLASH_BASE
 
@@ -96,10 +96,6 @@ def example(tmp_path):
 @pytest.fixture
 def tree(tmp_path):
     return FakeNuttx(tmp_path / "nuttx", random_image(12 * PAGE))
-
-
-def holds(project: Project, data: bytes) -> bool:
-    return project.board.read_flash(FLASH_BASE, len(data)) == data
 
 
 def changed_pages(old: bytes, new: bytes) -> list:

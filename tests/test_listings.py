@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from scons_project import HANG, PAGE, Project, random_image
+from scons_project import HANG, PAGE, Project, aliases_project, random_image
 
 SIZE = 4 * PAGE
 
@@ -25,11 +25,7 @@ def cli(*args, check=True):
 
 @pytest.fixture
 def project(tmp_path):
-    p = Project(tmp_path / "a", "sim-a")
-    p.data = random_image(SIZE)
-    p.image(p.data)
-    p.sconstruct("env.FlashAliases('{image}')\n")
-    return p
+    return aliases_project(tmp_path / "a", "sim-a", SIZE)
 
 
 def rows(text: str):

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from scons_project import PAGE, SITE_TOOLS, Project, random_image
+from scons_project import PAGE, Project, SITE_TOOLS, aliases_project
 from scons_pyocd import options
 
 SIZE = 4 * PAGE
@@ -17,10 +17,7 @@ TOOL = f"tools=['default', 'pyocd_tool'], toolpath=[{str(SITE_TOOLS)!r}]"
 
 @pytest.fixture
 def project(tmp_path):
-    p = Project(tmp_path / "a", "sim-a")
-    p.data = random_image(SIZE)
-    p.image(p.data)
-    return p
+    return aliases_project(tmp_path / "a", "sim-a", SIZE, body=None)
 
 
 def write(project, text: str) -> None:

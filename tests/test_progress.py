@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from scons_project import FLASH_BASE, PAGE, Project, random_image, scons_command
+from scons_project import FLASH_BASE, PAGE, aliases_project, random_image, scons_command
 from scons_pyocd import progress, report
 from scons_pyocd.session import Interrupted
 
@@ -151,11 +151,7 @@ def test_the_flash_line_and_the_page_map():
 
 @pytest.fixture
 def project(tmp_path):
-    p = Project(tmp_path / "a", "sim-a")
-    p.data = random_image(SIZE)
-    p.image(p.data)
-    p.sconstruct("env.FlashAliases('{image}')\n")
-    return p
+    return aliases_project(tmp_path / "a", "sim-a", SIZE)
 
 
 def phases(stderr: str, label: str = "flash fw.hex"):

@@ -16,12 +16,11 @@ import time
 
 import pytest
 
-from scons_project import FAST_FAIL, HANG, PAGE, Project, random_image, scons_command, without_progress
+from scons_project import ALIASES, FAST_FAIL, HANG, PAGE, Project, random_image, scons_command, without_progress
 from scons_pyocd.images import Image
 from scons_pyocd.sim.board import FLASH_BASE, FLASH_SIZE
 
 PAGES = 16
-ALIASES = "env.FlashAliases('{image}')\n"
 FOREIGN = FLASH_BASE + 100 * PAGE + 6      # someone else's data, outside every image here
 NOT_RECORDED = "The board is not recorded as flashed; run the command again once fixed."
 

@@ -16,15 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from scons_project import HANG, PAGE, Project, random_image, scons_command
+from scons_project import ALIASES, HANG, PAGE, Project, holds, random_image, scons_command
 from scons_pyocd.sim import serve
-from scons_pyocd.sim.board import FLASH_BASE, BoardState
+from scons_pyocd.sim.board import BoardState
 
-ALIASES = "env.FlashAliases('{image}')\n"
-
-
-def holds(board: BoardState, data: bytes, address: int = FLASH_BASE) -> bool:
-    return board.read_flash(address, len(data)) == data
 
 
 def unplug(board: str, where: Path) -> None:
@@ -44,7 +39,7 @@ def default_probe(tmp_path, monkeypatch):
     p.image(p.data)
     p.sconstruct(ALIASES, probe="")
     p.run("flash")
-    assert holds(p.board, p.data)
+    assert holds(p, p.data)
     unplug("sim-x", tmp_path)           # another probe, with an erased board, takes its place
     p.board = BoardState.create("sim-y")
     return p
@@ -57,18 +52,18 @@ def test_after_a_failed_verify_on_another_probe_flash_programs_it(default_probe)
     result, delta = p.counters_after("flash")
     # ... so "up to date" from sim-x's record would be false about the chip attached
     assert "up to date" not in result.stdout, result.stdout
-    assert delta["connects"] == 1 and holds(p.board, p.data)
+    assert delta["connects"] == 1 and holds(p, p.data)
 
 
 def test_after_a_flash_that_failed_on_another_probe_the_next_run_does_not_say_up_to_date(default_probe):
     p = default_probe
     p.board.set_fault("power_loss_after_halfwords", 300)      # power lost mid-flash
     result = p.run("flash", "--force-flash", check=False)
-    assert result.returncode != 0 and not holds(p.board, p.data)
+    assert result.returncode != 0 and not holds(p, p.data)
     p.board.clear_faults()
     result, delta = p.counters_after("flash")
     assert "up to date" not in result.stdout, result.stdout
-    assert delta["connects"] == 1 and holds(p.board, p.data)
+    assert delta["connects"] == 1 and holds(p, p.data)
 
 
 # -- 2. a raw binary linked behind a bootloader, larger than the bootloader ---------------------
@@ -118,13 +113,13 @@ def test_an_application_bin_larger_than_its_offset_is_not_written_over_the_bootl
     p.sconstruct("env.FlashAliases('boot.bin', flash='flash-boot', erase='erase-boot', verify='verify-boot')\n"
                  "env.FlashAliases('app.bin', flash='flash-app', erase='erase-app', verify='verify-app')\n")
     p.run("flash-boot")
-    assert holds(p.board, boot)
+    assert holds(p, boot)
     result, delta = p.counters_after("flash-app", check=None)
-    assert holds(p.board, boot), "the bootloader was overwritten by app.bin at the flash start"
+    assert holds(p, boot), "the bootloader was overwritten by app.bin at the flash start"
     assert result.returncode != 0 and "PYOCD_BASE_ADDRESS" in result.stderr
     assert delta["connects"] == 0
     p.run("flash-app", "--base-address=0x08000A00")
-    assert holds(p.board, boot) and holds(p.board, app, 0x08000A00)
+    assert holds(p, boot) and holds(p, app, 0x08000A00)
 
 
 def test_a_bin_from_another_tree_replaces_the_image_at_the_flash_start(tmp_path):
@@ -137,12 +132,12 @@ def test_a_bin_from_another_tree_replaces_the_image_at_the_flash_start(tmp_path)
         p.image(data, name="fw.bin")
         p.sconstruct(ALIASES, image="fw.bin")
     first.run("flash")
-    assert holds(first.board, old)
+    assert holds(first, old)
     result, delta = second.counters_after("flash")
     assert result.returncode == 0 and delta["connects"] == 1, result.stdout + result.stderr
-    assert holds(second.board, new)
+    assert holds(second, new)
     assert not first.run("flash").stdout.startswith("flash is up to date")
-    assert holds(first.board, old)
+    assert holds(first, old)
 
 
 # -- 3. scons probes with a probe server -------------------------------------------------------
@@ -225,7 +220,7 @@ def test_progress_shows_on_a_terminal_of_zero_columns(tmp_path):
     assert proc.returncode == 0
     shown = b"".join(chunks).decode(errors="replace")
     assert "programming" in shown, repr(shown)
-    assert holds(p.board, random_image(16 * PAGE, seed=2))
+    assert holds(p, random_image(16 * PAGE, seed=2))
 
 
 # -- 6. a project option of the tool's name, declared after the tool, of another kind ------------

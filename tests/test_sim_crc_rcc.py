@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 
 from scons_pyocd import sim
 from scons_pyocd.sim.board import BoardState, FLASH_BASE
-from scons_pyocd.sim.crc import crc_update, crc_words, rbit, zlib_crc32_from_unit
+from scons_pyocd.sim.crc import crc_words, rbit, zlib_crc32_from_unit
 
 pytest.importorskip("pyocd")
 from pyocd.core.helpers import ConnectHelper  # noqa: E402

@@ -8,26 +8,18 @@ import subprocess
 
 import pytest
 
-from scons_project import FAST_FAIL, HANG, PAGE, Project, random_image, scons_command, units
+from scons_project import (ALIASES, FAST_FAIL, HANG, PAGE, Project, aliases_project, holds, random_image,
+                           scons_command, units)
 from scons_pyocd.images import load_image
 from scons_pyocd.records import probe_lock
 from scons_pyocd.sim.board import FLASH_BASE
 
 SIZE = 20 * PAGE          # 20 pages
-ALIASES = "env.FlashAliases('{image}')\n"
 
 
 @pytest.fixture
 def project(tmp_path):
-    p = Project(tmp_path / "a", "sim-a")
-    p.data = random_image(SIZE)
-    p.image(p.data)
-    p.sconstruct(ALIASES)
-    return p
-
-
-def holds(project, data, address=FLASH_BASE):
-    return project.board.read_flash(address, len(data)) == data
+    return aliases_project(tmp_path / "a", "sim-a", SIZE)
 
 
 

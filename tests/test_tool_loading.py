@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scons_project import PAGE, Project, random_image
+from scons_project import PAGE, Project, aliases_project, random_image
 from scons_pyocd import options
 
 SIZE = 4 * PAGE
@@ -15,10 +15,7 @@ SIZE = 4 * PAGE
 
 @pytest.fixture
 def project(tmp_path):
-    p = Project(tmp_path / "a", "sim-load")
-    p.data = random_image(SIZE)
-    p.image(p.data)
-    return p
+    return aliases_project(tmp_path / "a", "sim-load", SIZE, body=None)
 
 
 @pytest.mark.parametrize("before", [False, True], ids=["pyocd-imported-after", "pyocd-imported-before"])

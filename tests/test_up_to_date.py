@@ -12,30 +12,20 @@ import os
 import random
 import shutil
 import stat
-import subprocess
 
 import pytest
 
-from scons_project import PAGE, Project, random_image, scons_command
+from scons_project import ALIASES, PAGE, Project, aliases_project, holds, random_image
 from scons_pyocd import records
 from scons_pyocd.images import Image
 from scons_pyocd.sim.board import FLASH_BASE
 
 SIZE = 6 * PAGE
-ALIASES = "env.FlashAliases('{image}')\n"
 
 
 @pytest.fixture
 def project(tmp_path):
-    p = Project(tmp_path / "a", "sim-a")
-    p.data = random_image(SIZE)
-    p.image(p.data)
-    p.sconstruct(ALIASES)
-    return p
-
-
-def holds(project, data, address=FLASH_BASE):
-    return project.board.read_flash(address, len(data)) == data
+    return aliases_project(tmp_path / "a", "sim-a", SIZE)
 
 
 # -- 1. CacheDir ---------------------------------------------------------------------------

@@ -32,7 +32,7 @@ so (``Costs.skips_erased_units``): programming them would change nothing.
 
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Hashable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .ranges import intersect, merge, subtract  # noqa: F401 (part of this module's API)
 
@@ -121,19 +121,22 @@ class Geometry:
     def region_at(self, address: int) -> Optional[Region]:
         return next((r for r in self.regions if r.contains(address)), None)
 
-    def touched(self, ranges: Sequence[Range]) -> List[Tuple[Region, int]]:
-        """``(region, page)`` of every page holding a byte of ``ranges``, in address order.
+    def pages_of(self, lo: int, hi: int) -> Iterator[Tuple[Region, int]]:
+        """``(region, page)`` of every page holding a byte of ``[lo, hi)``, in address order.
         PlanError when a byte lies outside every region."""
-        out: Dict[int, Region] = {}
-        for lo, hi in ranges:
-            address = lo
-            while address < hi:
-                region = self.region_at(address)
-                if region is None:
-                    raise PlanError(f"0x{address:08X} is outside the flash")
-                page = region.page_of(address)
-                out[page] = region
-                address = min(hi, page + region.page_size)
+        address = lo
+        while address < hi:
+            region = self.region_at(address)
+            if region is None:
+                raise PlanError(f"0x{address:08X} is outside the flash")
+            page = region.page_of(address)
+            yield region, page
+            address = page + region.page_size
+
+    def touched(self, ranges: Sequence[Range]) -> List[Tuple[Region, int]]:
+        """``(region, page)`` of every page holding a byte of ``ranges``, in address order, each
+        once. PlanError when a byte lies outside every region."""
+        out = {page: region for lo, hi in ranges for region, page in self.pages_of(lo, hi)}
         return [(out[p], p) for p in sorted(out)]
 
     def groups(self) -> Dict[Hashable, List[Region]]:
@@ -566,7 +569,7 @@ def blank_check_ranges(image, geometry: Geometry, chip: Mapping[int, PageState],
         if not mine:
             continue
         unknown = [(lo, hi) for lo, hi in _untouched(p, regions)
-                   if not all(chip.get(page, UNKNOWN).blank for page in _pages_in(regions, lo, hi))]
+                   if not all(chip.get(page, UNKNOWN).blank for _, page in p.geometry.pages_of(lo, hi))]
         if not unknown:
             continue
         page_s = _page_route_s(p, mine, chip, options, costs)
@@ -576,13 +579,6 @@ def blank_check_ranges(image, geometry: Geometry, chip: Mapping[int, PageState],
         check_s = sum(hi - lo for lo, hi in unknown) * costs.crc_per_byte
         if mass_s + check_s < page_s:
             out += unknown
-    return out
-
-
-def _pages_in(regions: Sequence[Region], lo: int, hi: int) -> List[int]:
-    out = []
-    for r in regions:
-        out += range(max(lo, r.start), min(hi, r.end), r.page_size)
     return out
 
 
@@ -718,7 +714,7 @@ def _mass_allowed(p: _Pages, regions: Sequence[Region], mine, chip, options) -> 
     if any(r.mass_erase_s is None for r in regions):
         return False, "not supported"
     for lo, hi in _untouched(p, regions):
-        for page in _pages_in(regions, lo, hi):
+        for _, page in p.geometry.pages_of(lo, hi):
             if not chip.get(page, UNKNOWN).blank:
                 return False, f"page 0x{page:08X} outside the image is not known to be blank"
     if options.keep_unwritten:
@@ -730,18 +726,9 @@ def _mass_allowed(p: _Pages, regions: Sequence[Region], mine, chip, options) -> 
 
 def untouched_states(geometry: Geometry, image, blank_ranges: Sequence[Range]) -> Dict[int, PageState]:
     """Facts for the pages of ``blank_ranges`` (outside the image), found blank."""
-    out = {}
-    for lo, hi in blank_ranges:
-        address = lo
-        while address < hi:
-            region = geometry.region_at(address)
-            if region is None:
-                raise PlanError(f"0x{address:08X} is outside the flash")
-            page = region.page_of(address)
-            if page >= lo and page + region.page_size <= hi:
-                out[page] = PageState(blank=True, crc=crc32(region.blank_page()), data=None)
-            address = page + region.page_size
-    return out
+    return {page: PageState(blank=True, crc=crc32(region.blank_page()), data=None)
+            for lo, hi in blank_ranges for region, page in geometry.pages_of(lo, hi)
+            if page >= lo and page + region.page_size <= hi}
 
 
 def preview(image, geometry: Geometry, options: Options = Options(), costs: Costs = Costs()) -> str:

@@ -542,9 +542,8 @@ class Connection:
 
     def sectors(self, image: Image) -> List[Range]:
         """The page-aligned ranges an image's data falls in (merged)."""
-        from .plan import merge
-        geometry = self.geometry()
-        return merge((page, page + region.page_size) for region, page in geometry.touched(image.ranges()))
+        from .ranges import merge
+        return merge(self.pages(image))
 
     def pages(self, image: Image) -> List[Range]:
         """Every flash page the image touches, as ``(start, end)``, in address order."""
