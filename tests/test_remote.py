@@ -133,3 +133,23 @@ def test_query_failures_are_clear(behave, message):
             remote.query(peer.address, timeout=0.5)
     finally:
         peer.close()
+
+
+def test_a_refused_connection_reads_as_one_message_naming_the_configured_probe(monkeypatch):
+    """The server went away between the lookup and the session's connect: the message closes its
+    first sentence with what was being done, and names PYOCD_PROBE as the user wrote it."""
+    remote_probe = pytest.importorskip("scons_pyocd.remote_probe")
+    with socket.socket() as s:          # a loopback port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    served = remote.Served(address=remote.Address("127.0.0.1", port), probe_id="sim-gone", place="lab1",
+                           probe="labgrid:lab1")
+    monkeypatch.setitem(remote._SEEN, "sim-gone", served)
+    with pytest.raises(remote_probe.RemoteFailure) as failure:
+        remote_probe.BoundedSocket(served, timeout=5).connect()
+    message = str(remote_probe.translated(failure.value, "sim-gone", "connecting"))
+    assert message.startswith(f"cannot reach a pyocd server at 127.0.0.1:{port}: connection refused (nothing "
+                              f"listens on port {port} of 127.0.0.1), while connecting (probe sim-gone at "
+                              f"remote:127.0.0.1:{port} (labgrid place lab1)). Start one there"), message
+    assert "PYOCD_PROBE='labgrid:lab1'" in message and "., " not in message
+    assert message.endswith("the next scons flash programs it again (run it once the server is back).")

@@ -139,7 +139,7 @@ class Served:
     ``target``: the pyOCD target of the board the probe belongs to ('' if the probe does
     not say). ``place``: the labgrid place it was reached through, if any, and
     ``claims``: what the board record must also match for a no-op to be trusted (the
-    place's acquisition).
+    place's acquisition). ``probe``: the PYOCD_PROBE value it was looked up by (for messages).
     """
     address: Address
     probe_id: str
@@ -148,6 +148,7 @@ class Served:
     board_name: str = ""
     place: Optional[str] = None
     claims: Dict[str, str] = field(default_factory=dict)
+    probe: str = ""
 
     @property
     def via(self) -> str:
@@ -279,7 +280,7 @@ def query(address: Address, probe: str = "", timeout: Optional[float] = None) ->
     name = info[0] if isinstance(info, list) and info and isinstance(info[0], str) else ""
     text = description.get("result") if description.get("status") == 0 else ""
     return Served(address=address, probe_id=probe_id, description=text if isinstance(text, str) else "",
-                  target=target or "", board_name=name)
+                  target=target or "", board_name=name, probe=probe)
 
 
 def lookup(probe: str) -> Served:

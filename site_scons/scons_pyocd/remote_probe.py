@@ -101,7 +101,8 @@ class BoundedSocket:
             # Small requests sent back to back must not wait for each other's ACK (Nagle).
             self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
-            raise RemoteFailure(str(remote.unreachable(address, exc, self.timeout, str(address)))) from None
+            raise RemoteFailure(str(remote.unreachable(address, exc, self.timeout,
+                                                           self.served.probe or str(address)))) from None
 
     def close(self) -> None:
         sock, self._socket = self._socket, None
@@ -329,9 +330,9 @@ class RemoteProbe(TCPClientProbe):
                     self.lost = ServerBusy(
                         f"{self.served.server} kept its probe {self.served.probe_id} locked for {wait:g} s: "
                         "another client is using it (another scons flash, a debugger), or a client died "
-                        "while holding it, and pyOCD's server keeps such a lock until it is restarted. "
-                        "Wait and run again, or restart the `pyocd server`; SCONS_PYOCD_REMOTE_WAIT sets "
-                        "how long to wait")
+                        "while holding it, and pyOCD's server keeps such a lock until it is restarted; "
+                        "wait and run again, or restart the `pyocd server` (SCONS_PYOCD_REMOTE_WAIT sets "
+                        "how long to wait)")
                     self._socket.close()
                     raise self.lost
         try:
@@ -393,6 +394,13 @@ def attach(served: Served, say: Callable[[str], None] = print) -> RemoteProbe:
     return RemoteProbe.attach(served, say)
 
 
+def _in_context(message: str, context: str) -> str:
+    """``message`` with ``context`` ('while flashing (probe ...)') closing its first sentence:
+    'cannot reach X: refused, while connecting (probe Y). Start one there ...'."""
+    head, _, rest = message.partition(". ")
+    return f"{head.rstrip('.')}, {context}." + (f" {rest}" if rest else "")
+
+
 def translated(exc: BaseException, probe_id: str, doing: str) -> Optional[FlashError]:
     """The user's message for ``exc`` raised while ``doing`` on the remote board ``probe_id``, when
     the connection to its server is the problem; None when it is the target's (the local
@@ -413,12 +421,12 @@ def translated(exc: BaseException, probe_id: str, doing: str) -> Optional[FlashE
     if lost is not None:
         text = lost.message if isinstance(lost, RemoteFailure) else str(lost)
         if isinstance(lost, ServerBusy):
-            return FlashError(f"{text}, while {doing} ({served.label}). {nothing}")
-        return FlashError(f"{text}, while {doing} ({served.label}): disconnected from the probe server. Check "
-                          f"that `pyocd server` still runs on {served.address.host} (restart it) and that the "
-                          f"network between the hosts works. {nothing}")
+            return FlashError(f"{_in_context(text, f'while {doing} ({served.label})')} {nothing}")
+        return FlashError(f"{_in_context(text, f'while {doing} ({served.label}): disconnected from the probe server')}"
+                          f" Check that `pyocd server` still runs on {served.address.host} (restart it) and that "
+                          f"the network between the hosts works. {nothing}")
     if isinstance(exc, RemoteFailure):
-        return FlashError(f"{exc.message}, while {doing} ({served.label}). {nothing}")
+        return FlashError(f"{_in_context(exc.message, f'while {doing} ({served.label})')} {nothing}")
     if isinstance(exc, exceptions.ProbeDisconnected):
         return FlashError(f"the probe behind {served.server} disconnected from the server's host while {doing} "
                           f"({exc}). On {served.address.host}: check the probe's USB cable and power, then "
