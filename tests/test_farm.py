@@ -153,6 +153,11 @@ def test_flash_noop_change_and_verify_through_a_probe_server(tmp_path, servers, 
     assert BoardState("sim-r1").counters() == before
     assert [c.names for c in slow.connections] == [{"hello": 1, "readprop": 3}]
     assert [c.round_trips for c in slow.connections] == [1]
+    # scons -n asks the server once as well (what it serves), and says up to date.
+    dry = p.run("-n", "flash", f"--probe=remote:127.0.0.1:{slow.port}")
+    assert dry.stdout.startswith("flash is up to date (image "), dry.stdout
+    assert [c.names for c in slow.connections] == [{"hello": 1, "readprop": 3}] * 2
+    assert BoardState("sim-r1").counters() == before
     result = p.run("flash")
     assert result.stdout.startswith("flash is up to date (image ") and "board sim-r1" in result.stdout
     assert f"at remote:127.0.0.1:{relay.port})" in result.stdout

@@ -247,8 +247,7 @@ def up_to_date_line(probe: str, job: Job, name: Optional[str] = None,
     if remote.is_remote(probe) and served is None:
         served, job, _ = remote_board(probe, job)      # the record's entry is the served board's
     board = served.probe_id if served is not None else records.resolved_probe(probe)
-    where = f", at {served.address}" + (f" (labgrid place {served.place})" if served.place else "") \
-        if served is not None else ""
+    where = f", at {served.where}" if served is not None else ""
     return f"flash is up to date ({records.BoardRecord(board).describe(job.owner, name)}{where})"
 
 

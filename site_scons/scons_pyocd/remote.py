@@ -151,10 +151,14 @@ class Served:
     probe: str = ""
 
     @property
+    def where(self) -> str:
+        """'remote:HOST:PORT' (and the labgrid place)."""
+        return f"{self.address} (labgrid place {self.place})" if self.place else str(self.address)
+
+    @property
     def via(self) -> str:
         """How output lines name it: 'ID at remote:HOST:PORT' (and the labgrid place)."""
-        where = f"{self.probe_id} at {self.address}"
-        return f"{where} (labgrid place {self.place})" if self.place else where
+        return f"{self.probe_id} at {self.where}"
 
     @property
     def label(self) -> str:
