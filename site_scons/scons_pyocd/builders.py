@@ -117,7 +117,7 @@ def add_command_line_options() -> None:
     command_line.add_help(_help_facts)
 
 
-def resolve(env, overrides: Optional[Dict[str, Any]] = None, cli: bool = True) -> Dict[str, Any]:
+def resolve(env, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Effective option values: command line, then per-call overrides, then ``env``.
 
     A bad value is a UserError naming the variable, at SConscript-reading time, reported
@@ -130,7 +130,7 @@ def resolve(env, overrides: Optional[Dict[str, Any]] = None, cli: bool = True) -
         return overrides[name] if name in overrides else env.get(name)
 
     try:
-        values = opts.resolve(get, command_line.value if cli else (lambda dest: None))
+        values = opts.resolve(get, command_line.value)
     except FlashError as exc:
         raise user_error(str(exc)) from None
     values["PYOCD_OPTIONS"] = dict(sorted(values["PYOCD_OPTIONS"].items()))
@@ -297,7 +297,7 @@ def _flash_str(target, source, env):
     if values["PYOCD_DEBUG"] and line.startswith("would flash") and source[0].exists():
         from . import operations, session
         try:
-            image = operations.load_for_preview(source[0].get_abspath(), values["PYOCD_BASE_ADDRESS"],
+            image = operations.load_early(source[0].get_abspath(), values["PYOCD_BASE_ADDRESS"],
                                                 values["PYOCD_TARGET"])
             plan = session.preview(image, _settings(values)) if image is not None else None
         except FlashError as exc:
@@ -334,8 +334,10 @@ _flash_action.strfunction = _flash_str
 FLASHCOM = SCons.Action.Action(_flash_action, "$FLASHCOMSTR", varlist=opts.FLASH_VARLIST)
 
 
-def _flash_suffix(env, sources) -> str:
-    return f"{sources[0].suffix if sources else ''}.{_probe_key(resolve(env))}.flashed"
+def _image_suffix(kind: str):
+    def suffix(env, sources) -> str:
+        return f"{sources[0].suffix if sources else ''}.{_probe_key(resolve(env))}.{kind}"
+    return suffix
 
 
 def _flash_emitter(target, source, env):
@@ -355,7 +357,7 @@ def _flash_emitter(target, source, env):
 
 
 FLASH_BUILDER = SCons.Builder.Builder(action=SCons.Action.Action("$FLASHCOM", "$FLASHCOMSTR"),
-                                      emitter=_flash_emitter, suffix=_flash_suffix)
+                                      emitter=_flash_emitter, suffix=_image_suffix("flashed"))
 
 
 # -- Verify and Erase -------------------------------------------------------------------
@@ -379,12 +381,6 @@ def _alias_emitter(kind: str):
         _guard(env, [node], values)
         return [node], source
     return emitter
-
-
-def _image_suffix(kind: str):
-    def suffix(env, sources) -> str:
-        return f"{sources[0].suffix if sources else ''}.{_probe_key(resolve(env))}.{kind}"
-    return suffix
 
 
 def _verify_action(target, source, env):

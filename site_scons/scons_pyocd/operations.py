@@ -127,9 +127,10 @@ def is_raw_binary(path: str) -> bool:
     return EXTENSIONS.get(os.path.splitext(path)[1].lower()) == "bin"
 
 
-def _load(path: str, base_address: Optional[int], target: str) -> Optional[Image]:
-    """Read the image before touching the probe, when its addresses are known without it
-    (None: a raw binary whose base is the flash start of a target named only by the probe)."""
+def load_early(path: str, base_address: Optional[int], target: str) -> Optional[Image]:
+    """Read the image before touching the probe (a flash, or ``scons -n``'s plan preview), when
+    its addresses are known without it (None: a raw binary whose base is the flash start of a
+    target named only by the probe)."""
     if base_address is None and is_raw_binary(path):
         base_address = default_base_address(target)
         if base_address is None:
@@ -139,12 +140,6 @@ def _load(path: str, base_address: Optional[int], target: str) -> Optional[Image
         image = load_image(path, base_address)
     _check_fits_offline(image, target)
     return image
-
-
-def load_for_preview(path: str, base_address: Optional[int], target: str) -> Optional[Image]:
-    """The image as a flash would write it, when that is known without the probe (None: a raw
-    binary whose base is the flash start of a target named only by the probe)."""
-    return _load(path, base_address, target)
 
 
 def check_guessed_address(image: Image, path: str, base_address: Optional[int], record: "records.BoardRecord",
@@ -176,15 +171,11 @@ def _first_sentence(exc: Exception) -> str:
     return str(exc).split(". ")[0]
 
 
-def _now() -> str:
-    return time.strftime("%H:%M:%S")
-
-
 def _image_digest(path: str, base_address: Optional[int], target: str) -> Callable[[], str]:
     """A function giving the content digest of the image file (parsed only when called)."""
     def digest() -> str:
         try:
-            image = _load(path, base_address, target)
+            image = load_early(path, base_address, target)
         except FlashError:
             return "unreadable"
         return image.sha256() if image is not None else "raw binary at an unknown address"
@@ -297,7 +288,7 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
 def _flash(path, settings, probe, base_address, job, check, force, say, name, page_map, started,
            served) -> str:
     check_target_definition(settings.target)
-    image = _load(path, base_address, settings.target)
+    image = load_early(path, base_address, settings.target)
     found = _find(probe, served, say)
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
@@ -306,7 +297,6 @@ def _flash(path, settings, probe, base_address, job, check, force, say, name, pa
                 job.owner, path, job.recorded_options(),
                 _image_digest(path, base_address, settings.target)) is None:
             # another build flashed it while this one waited for the probe
-            records.remember_resolved_probe(probe, probe_id)
             return f"flash is up to date ({record.describe(job.owner, name)})"
         if image is not None:
             check_guessed_address(image, path, base_address, record, job)
@@ -327,7 +317,6 @@ def _flash(path, settings, probe, base_address, job, check, force, say, name, pa
                 if not survey.differing:
                     record.claim(job.owner, records.page_claims(image, survey.page_crcs,
                                                                 connection.page_size_at), **facts)
-                    records.remember_resolved_probe(probe, probe_id)
                     return (f"flash is up to date (checked on the chip: image {name} {image.sha256()[:12]} "
                             f"at {report.span(image.ranges())}, board {probe_id})")
             started_reason = f"flash of {image.source} from {job.project or '?'} started, not completed"
@@ -347,7 +336,6 @@ def _flash(path, settings, probe, base_address, job, check, force, say, name, pa
                          touched=touched, skip_owner=job.owner)
             record.claim(job.owner, records.page_claims(image, result.page_crcs, connection.page_size_at),
                          **facts)
-    records.remember_resolved_probe(probe, probe_id)
     _progress_done(settings)
     if served is not None:
         result.probe = served.via
@@ -368,7 +356,7 @@ def verify(path: str, settings: Settings, probe: str = "", base_address: Optiona
 
 def _verify(path, settings, probe, base_address, job, say, name, started) -> str:
     served, job, settings = remote_board(probe, job, settings)
-    image = _load(path, base_address, settings.target)
+    image = load_early(path, base_address, settings.target)
     found = _find(probe, served, say)
     probe_id = found.unique_id
     mode = settings.verify if settings.verify != "none" else "crc"
@@ -389,7 +377,6 @@ def _verify(path, settings, probe, base_address, job, say, name, started) -> str
                 raise
             record.learn(survey.page_crcs, {}, f"verify of {image.source}")
             target = connection.target_name
-    records.remember_resolved_probe(probe, probe_id)
     via = served.via if served is not None else probe_id
     return (f"verify {target} via {via}: {name} matches ({mode}): {report.span(image.ranges())} "
             f"in {time.monotonic() - started:.1f} s")
@@ -411,7 +398,7 @@ def erase(settings: Settings, probe: str = "", ranges: Optional[Sequence[Range]]
 def _erase(settings, probe, ranges, job, say, image_path, base_address, started) -> str:
     served, job, settings = remote_board(probe, job, settings)
     check_target_definition(settings.target)
-    image = _load(image_path, base_address, settings.target) if image_path else None
+    image = load_early(image_path, base_address, settings.target) if image_path else None
     found = _find(probe, served, say)
     probe_id = found.unique_id
     with records.probe_lock(probe_id, on_wait=say):
@@ -450,7 +437,6 @@ def _erase(settings, probe, ranges, job, say, image_path, base_address, started)
                                  reason, event=events[0][0], touched=events[0][1])
             if served is not None:
                 line = line.replace(f" via {probe_id}:", f" via {served.via}:", 1)
-    records.remember_resolved_probe(probe, probe_id)
     return f"{line} in {time.monotonic() - started:.1f} s"
 
 

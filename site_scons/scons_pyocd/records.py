@@ -469,9 +469,12 @@ def resolved_probe(configured: str) -> str:
 
 
 def remember_resolved_probe(configured: str, unique_id: str) -> None:
-    if configured == unique_id or resolved_probe(configured) == unique_id:
+    """Remember that ``configured`` now means the probe ``unique_id`` (for :func:`resolved_probe`)."""
+    if configured == unique_id:
         return
     data = _resolved_map()
+    if data.get(configured) == unique_id:
+        return
     data[configured] = unique_id
     atomic_write(_resolved_path(), json.dumps(data, indent=2, sort_keys=True) + "\n")
 

@@ -15,7 +15,7 @@ need no data, or only a little data; the next ones grow to fill a half.
 
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 END, ERASE, MASS, PROG, CRC, BLANK, ZCRC, CLOCK, CMP = 0, 1, 2, 3, 4, 5, 6, 7, 8
 CHECKS = (CRC, BLANK, ZCRC)
@@ -214,19 +214,6 @@ def failure(result: int, call: Call) -> Optional[Tuple[int, List[int], int]]:
     words = call.image()
     code = words[index] >> 28 if index < len(words) else END
     return code, words[index:index + (1 if code in (MASS, CLOCK) else 3)], result & 0xFE
-
-
-def grouped(ranges: Iterable[Tuple[int, int]]) -> List[Tuple[int, int, int]]:
-    """``(address, size)`` ranges as ``(address, size, count)`` runs: consecutive, contiguous
-    ranges of one size become one."""
-    out: List[Tuple[int, int, int]] = []
-    for address, size in ranges:
-        if out and out[-1][1] == size and out[-1][0] + out[-1][1] * out[-1][2] == address:
-            a, s, n = out[-1]
-            out[-1] = (a, s, n + 1)
-        else:
-            out.append((address, size, 1))
-    return out
 
 
 def check_calls(checks: Sequence[Tuple[int, int, int]], halves: Sequence[Tuple[int, int]],
