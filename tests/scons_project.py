@@ -6,13 +6,20 @@ checkout's ``site_scons/site_tools`` (``toolpath``), or from a copy of
 ``site_scons`` inside the project (``copy_site_scons=True``).
 """
 
+import contextlib
 import os
+import pty
 import random
 import re
+import select
 import shutil
+import signal
+import struct
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -89,6 +96,67 @@ def aliases_project(directory: Path, board: str, size: int, body: Optional[str] 
     if body is not None:
         p.sconstruct(body)
     return p
+
+
+@contextlib.contextmanager
+def killed_after(process: subprocess.Popen, seconds: float = None):
+    """Bound a blocking wait on ``process`` (a ``readline()`` of its output): when the body takes
+    longer than ``seconds`` (default HANG), the process (its group, when it leads one) is killed,
+    so that the read ends; on the way out of a failed body it is killed as well."""
+    def kill():
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except OSError:
+            process.kill()
+    timer = threading.Timer(HANG if seconds is None else seconds, kill)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except BaseException:
+        if process.poll() is None:
+            kill()
+        raise
+    finally:
+        timer.cancel()
+
+
+def run_on_a_terminal(project: "Project", *args: str, columns: Optional[int] = 100, timeout: float = None):
+    """scons with stderr on a pseudo-terminal of ``columns`` columns (None: never sized, 0 x 0);
+    returns (stdout, what the terminal showed). Every wait is bounded by ``timeout`` (HANG)."""
+    import fcntl
+    import termios
+    timeout = HANG if timeout is None else timeout
+    master, slave = pty.openpty()
+    environ = dict(os.environ)
+    if columns is not None:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+        environ["COLUMNS"] = str(columns)
+    proc = subprocess.Popen(scons_command() + ["-Q", *args], cwd=project.dir, env=environ,
+                            stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:          # EIO: the terminal's other side is closed
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+        else:
+            proc.kill()
+            raise AssertionError(f"scons {' '.join(args)} did not finish in {timeout} s")
+        stdout = proc.communicate(timeout=timeout)[0]
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, b"".join(chunks).decode(errors="replace")
+    return stdout.decode(), b"".join(chunks).decode(errors="replace")
 
 
 def write_image(path: Path, data: bytes, base: int = FLASH_BASE) -> None:

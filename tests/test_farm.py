@@ -15,13 +15,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
-from scons_project import PAGE, Project, random_image, scons_command
+from scons_project import ALIASES, PAGE, Project, killed_after, random_image, scons_command
 from scons_pyocd import remote
 from scons_pyocd.errors import FlashError
 from scons_pyocd.records import BoardRecord
@@ -31,7 +30,6 @@ from scons_pyocd.sim.board import FLASH_BASE, BoardState
 sys.path.insert(0, str(ROOT))
 from bench.relay import Relay  # noqa: E402  (the benchmark's relay, a sibling package)
 
-ALIASES = "env.FlashAliases('{image}')\n"
 ERASED = b"\xff"
 
 
@@ -113,14 +111,14 @@ class RawClient:
 def read_until(process: subprocess.Popen, text: str, seconds: float = 120) -> str:
     """Lines of ``process``'s stdout up to the one containing ``text`` (bounded)."""
     seen = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if text in line:
-            return "".join(seen)
+    with killed_after(process, seconds):            # a silent process cannot block readline()
+        while True:
+            line = process.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if text in line:
+                return "".join(seen)
     raise AssertionError(f"{text!r} not printed; got:\n{''.join(seen)}")
 
 
@@ -390,7 +388,8 @@ def test_sim_serve_starts_one_server_per_board_and_stops_them(tmp_path):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     try:
-        lines = [process.stdout.readline().split() for _ in range(2)]
+        with killed_after(process):
+            lines = [process.stdout.readline().split() for _ in range(2)]
         served = {}
         for board, probe, word, pid in lines:
             assert word == "pid"

@@ -4,18 +4,12 @@ one result line per operation naming board, image, range, pages, bytes and times
 page map."""
 
 import io
-import os
-import pty
 import re
-import select
-import struct
-import subprocess
-import time
 from types import SimpleNamespace
 
 import pytest
 
-from scons_project import FLASH_BASE, PAGE, aliases_project, random_image, scons_command
+from scons_project import FLASH_BASE, PAGE, aliases_project, random_image, run_on_a_terminal
 from scons_pyocd import progress, report
 from scons_pyocd.session import Interrupted
 
@@ -216,42 +210,8 @@ def test_one_result_line_per_operation(project, tmp_path):
                                                            "fw.hex 0x08000000-0x08004FFF"]
 
 
-def _run_on_a_terminal(project, *args, timeout=300):
-    """scons with stderr on a pseudo-terminal (100 columns); returns (stdout, terminal text)."""
-    master, slave = pty.openpty()
-    import fcntl
-    import termios
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    environ = dict(os.environ, COLUMNS="100")
-    proc = subprocess.Popen(scons_command() + ["-Q", *args], cwd=project.dir, env=environ,
-                            stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
-    os.close(slave)
-    chunks, deadline = [], time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1.0)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:          # EIO: the terminal's other side is closed
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif proc.poll() is not None:
-                break
-        else:
-            proc.kill()
-            raise AssertionError(f"scons {' '.join(args)} did not finish in {timeout} s")
-        stdout = proc.communicate(timeout=timeout)[0]
-    finally:
-        os.close(master)
-    assert proc.returncode == 0, b"".join(chunks).decode(errors="replace")
-    return stdout.decode(), b"".join(chunks).decode(errors="replace")
-
-
 def test_a_terminal_gets_a_bar_that_goes_away(project):
-    stdout, terminal = _run_on_a_terminal(project, "flash")
+    stdout, terminal = run_on_a_terminal(project, "flash")
     assert re.search(r"flash fw\.hex: programming +\d+%\|", terminal), terminal
     assert "flash fw.hex: connecting ..." in terminal
     assert not re.search(r"programming \d+%, \d", terminal)     # bars, not log lines

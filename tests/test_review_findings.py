@@ -6,8 +6,6 @@ A finding that is not fixed yet is marked ``xfail(strict=True)`` with the reason
 the test starts failing the build (XPASS) the day it is fixed.
 """
 
-import os
-import pty
 import shutil
 import socket
 import subprocess
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from scons_project import ALIASES, HANG, PAGE, Project, holds, random_image, scons_command
+from scons_project import ALIASES, HANG, PAGE, Project, holds, random_image, run_on_a_terminal
 from scons_pyocd.sim import serve
 from scons_pyocd.sim.board import BoardState
 
@@ -197,28 +195,7 @@ def test_progress_shows_on_a_terminal_of_zero_columns(tmp_path):
     p = Project(tmp_path / "t", "sim-t")
     p.image(random_image(16 * PAGE, seed=2))
     p.sconstruct(ALIASES)
-    master, slave = pty.openpty()                     # never sized: 0 columns
-    try:
-        proc = subprocess.Popen(scons_command() + ["-Q", "flash"], cwd=p.dir, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=slave, env=dict(os.environ))
-        os.close(slave)
-        slave = None
-        chunks = []
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:                            # EIO: the other side closed
-                break
-            if not data:
-                break
-            chunks.append(data)
-        out, _ = proc.communicate(timeout=HANG)
-    finally:
-        if slave is not None:
-            os.close(slave)
-        os.close(master)
-    assert proc.returncode == 0
-    shown = b"".join(chunks).decode(errors="replace")
+    _, shown = run_on_a_terminal(p, "flash", columns=None)     # never sized: 0 columns
     assert "programming" in shown, repr(shown)
     assert holds(p, random_image(16 * PAGE, seed=2))
 

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from scons_project import (ALIASES, FAST_FAIL, HANG, PAGE, Project, aliases_project, holds, random_image,
-                           scons_command, units)
+from scons_project import (ALIASES, FAST_FAIL, HANG, PAGE, Project, aliases_project, holds, killed_after,
+                           random_image, scons_command, units)
 from scons_pyocd.images import load_image
 from scons_pyocd.records import probe_lock
 from scons_pyocd.sim.board import FLASH_BASE
@@ -398,7 +398,8 @@ def test_a_second_process_waits_for_the_probe_lock(project):
     with probe_lock("sim-a"):
         proc = subprocess.Popen(scons_command() + ["-Q", "flash"], cwd=project.dir, env=dict(os.environ),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        first = proc.stdout.readline()
+        with killed_after(proc):
+            first = proc.stdout.readline()
         assert first.strip() == f"waiting for probe sim-a held by pid {os.getpid()}"
         assert project.board.counters()["connects"] == 1       # it has not touched the probe
     out, err = proc.communicate(timeout=HANG)
