@@ -158,11 +158,10 @@ def check_guessed_address(image: Image, path: str, base_address: Optional[int], 
     if not held:
         return
     other = held[0]
-    spans = [tuple(r) for page in other["pages"].values() for r in page["ranges"]]
     raise FlashError(
         f"{path}: a raw binary has no addresses, and with PYOCD_BASE_ADDRESS empty it would go to the "
         f"flash start, 0x{image.start:08X}-0x{image.end - 1:08X}, over {other.get('image', 'another image')} "
-        f"({report.span(spans)}, flashed from {other.get('project') or '?'}), which board "
+        f"({report.span(records.image_ranges(other))}, flashed from {other.get('project') or '?'}), which board "
         f"{record.probe_id} holds. Nothing was written. Set PYOCD_BASE_ADDRESS (--base-address) to the "
         "address the binary was linked for, or flash its .hex or ELF, which carry their addresses.")
 
@@ -432,20 +431,12 @@ def _erase(settings, probe, ranges, job, say, image_path, base_address, started)
             else:
                 line = connection.erase(ranges, before_write)
                 if events and events[0][1] is not None:
-                    erased = {lo: b"\xff" * (hi - lo) for lo, hi in _split_pages(connection, events[0][1])}
+                    geometry = connection.geometry()
+                    erased = {page: region.blank_page() for lo, hi in events[0][1]
+                              for region, page in geometry.pages_of(lo, hi)}
                     record.learn({lo: binascii.crc32(data) & 0xFFFFFFFF for lo, data in erased.items()}, erased,
                                  reason, event=events[0][0], touched=events[0][1])
             if served is not None:
                 line = line.replace(f" via {probe_id}:", f" via {served.via}:", 1)
     return f"{line} in {time.monotonic() - started:.1f} s"
 
-
-def _split_pages(connection: Connection, spans: Sequence[Range]) -> List[Range]:
-    """``spans`` (page-aligned) cut into single pages."""
-    pages = []
-    for lo, hi in spans:
-        while lo < hi:
-            size = connection.page_size_at(lo)
-            pages.append((lo, lo + size))
-            lo += size
-    return pages

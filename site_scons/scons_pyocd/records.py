@@ -301,7 +301,7 @@ class BoardRecord:
         entry = self.entry(owner)
         if entry is None or not entry.get("valid"):
             return f"board {self.probe_id}: no valid record"
-        ranges = [tuple(r) for page in entry.get("pages", {}).values() for r in page.get("ranges", [])]
+        ranges = image_ranges(entry)
         where = f" at {report.span(ranges)}" if ranges else ""
         return (f"image {name + ' ' if name else ''}{entry['image_sha256'][:12]}{where}, board {self.probe_id}, "
                 f"flashed {entry.get('time', '?')}")
@@ -345,7 +345,7 @@ class BoardRecord:
         """The valid entries (other than ``skip_owner``'s) whose image bytes overlap ``ranges``."""
         return [entry for entry in self.entries
                 if entry.get("valid") and entry.get("owner") != skip_owner
-                and overlaps([tuple(r) for page in entry.get("pages", {}).values() for r in page["ranges"]], ranges)]
+                and overlaps(image_ranges(entry), ranges)]
 
     def learn(self, page_crcs: Mapping[int, int], contents: Mapping[int, bytes], source: str,
               event: Optional[str] = None, touched: Optional[Sequence[Range]] = None,
@@ -439,7 +439,13 @@ def _shown(name: str, value: Any) -> str:
 
 
 def _entry_ranges(entry: dict) -> List[Range]:
+    """The whole pages an entry claims."""
     return [(int(key, 16), page["end"]) for key, page in entry.get("pages", {}).items()]
+
+
+def image_ranges(entry: dict) -> List[Range]:
+    """The image bytes an entry claims, ``(start, end)`` per page it lies in."""
+    return [tuple(r) for page in entry.get("pages", {}).values() for r in page["ranges"]]
 
 
 # -- which probe a configured id meant last time ----------------------------------------
