@@ -319,12 +319,12 @@ def _would_flash(target, source, env, values) -> str:
         return f"would flash {image} onto {_where(values)} (it is rebuilt first)"
     try:
         served, job, _ = operations.remote_board(values["PYOCD_PROBE"], job)     # the server asked once
-        why = operations.why_flash(image.get_abspath(), values["PYOCD_PROBE"], values["PYOCD_BASE_ADDRESS"], job,
-                                   served=served)
+        why, line = operations.decide(image.get_abspath(), values["PYOCD_PROBE"], values["PYOCD_BASE_ADDRESS"],
+                                      job, str(image), served)
         if why is None:
             if rebuilt:     # an external build: whether it changes the image shows in a real run
                 return f"flash is up to date unless a real run changes {image} (see the line above)"
-            return operations.up_to_date_line(values["PYOCD_PROBE"], job, str(image), served=served)
+            return line
     except FlashError as exc:      # a probe server that cannot be asked
         return f"would flash {image} onto {_where(values)} (cannot tell whether it is up to date: {exc})"
     return f"would flash {image} onto {_where(values)} (board record says: {why})"

@@ -204,20 +204,27 @@ def remote_board(probe: str, job: Job, settings: Optional[Settings] = None,
     return served, dataclasses.replace(job, options=options, owner=owner), settings
 
 
-def why_flash(path: str, probe: str, base_address: Optional[int], job: Job,
-              served: Optional[remote.Served] = None) -> Optional[str]:
-    """None when the board record says the board behind ``probe`` holds ``job.owner``'s image
-    with these options; otherwise why a flash is needed. Reads the record and the image
-    file only: no probe, no pyOCD (a no-op ``scons flash`` costs this). For a remote probe
-    the server is asked what it serves first (:func:`remote_board`; no pyOCD either)."""
+def decide(path: str, probe: str, base_address: Optional[int], job: Job, name: Optional[str] = None,
+           served: Optional[remote.Served] = None) -> Tuple[Optional[str], str]:
+    """``(why, line)``: why a flash is needed, or None when the board record says the board
+    behind ``probe`` holds ``job.owner``'s image with these options; then ``line`` is
+    ``flash is up to date (image NAME SHA at RANGE, board PROBE, flashed TIME[, at SERVER])``
+    (``name``: what it calls the image), else ''. Reads the record (once) and the image file
+    only: no probe, no pyOCD (a no-op ``scons flash`` costs this). For a remote probe the
+    server is asked what it serves first (:func:`remote_board`; no pyOCD either), unless
+    ``served`` is given, with ``job`` as :func:`remote_board` keyed it."""
     if remote.is_remote(probe) and served is None:
         served, job, _ = remote_board(probe, job)
     board = served.probe_id if served is not None else records.resolved_probe(probe)
     if not board:
-        return "no probe has been used yet (PYOCD_PROBE is empty)"
+        return "no probe has been used yet (PYOCD_PROBE is empty)", ""
     record = records.BoardRecord(board)
-    return record.up_to_date(job.owner, path, job.recorded_options(),
-                             _image_digest(path, base_address, job.options.get("PYOCD_TARGET", "")))
+    why = record.up_to_date(job.owner, path, job.recorded_options(),
+                            _image_digest(path, base_address, job.options.get("PYOCD_TARGET", "")))
+    if why is not None:
+        return why, ""
+    where = f", at {served.where}" if served is not None else ""
+    return None, f"flash is up to date ({record.describe(job.owner, name)}{where})"
 
 
 def _find(probe: str, served: Optional[remote.Served], say: Say):
@@ -228,17 +235,6 @@ def _find(probe: str, served: Optional[remote.Served], say: Say):
     found = find_probe(probe, served, say)
     records.remember_resolved_probe(probe, found.unique_id)
     return found
-
-
-def up_to_date_line(probe: str, job: Job, name: Optional[str] = None,
-                    served: Optional[remote.Served] = None) -> str:
-    """``flash is up to date (image NAME SHA at RANGE, board PROBE, flashed TIME[, at SERVER])``.
-    ``job`` as configured, or (with ``served``) as :func:`remote_board` keyed it by the served board."""
-    if remote.is_remote(probe) and served is None:
-        served, job, _ = remote_board(probe, job)      # the record's entry is the served board's
-    board = served.probe_id if served is not None else records.resolved_probe(probe)
-    where = f", at {served.where}" if served is not None else ""
-    return f"flash is up to date ({records.BoardRecord(board).describe(job.owner, name)}{where})"
 
 
 def _phase(settings: Settings, name: str) -> None:
@@ -271,12 +267,14 @@ def flash(path: str, settings: Settings, probe: str = "", base_address: Optional
     started = time.monotonic()
     name = name or path
     served, job, settings = remote_board(probe, job, settings)
-    why = "--force-flash" if force else "--flash-check" if check else why_flash(path, probe, base_address, job,
-                                                                                served)
+    if force or check:
+        why, line = "--force-flash" if force else "--flash-check", ""
+    else:
+        why, line = decide(path, probe, base_address, job, name, served)
     if explain is not None:
         explain(why)
     if why is None:
-        return up_to_date_line(probe, job, name, served)
+        return line
     try:
         return _flash(path, settings, probe, base_address, job, check, force, say, name, page_map, started,
                       served)
