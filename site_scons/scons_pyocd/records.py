@@ -244,7 +244,8 @@ class BoardRecord:
         good = [e for e in entries if _valid_entry(e)]
         if len(good) != len(entries):
             self._warn(f"board record {self.path}: {len(entries) - len(good)} malformed entr"
-                       f"{'y' if len(entries) - len(good) == 1 else 'ies'} ignored.")
+                       f"{'y' if len(entries) - len(good) == 1 else 'ies'} ignored (the images they "
+                       "described are treated as unknown and compared on the next flash).")
         data["entries"] = good
         data["probe"] = self.probe_id
         return data
