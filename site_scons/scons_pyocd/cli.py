@@ -50,8 +50,21 @@ def _record_summary(record: records.BoardRecord) -> str:
 
 
 def _record_of(probe_id: str) -> Optional[records.BoardRecord]:
-    record = records.BoardRecord(probe_id)
-    return record if record.path.exists() else None
+    """The board record of ``probe_id``, None when there is none (not parsed then)."""
+    return records.BoardRecord(probe_id) if records.record_path(probe_id).exists() else None
+
+
+def _existing_record(probe_id: str) -> records.BoardRecord:
+    """The board record of ``probe_id``; FlashError when there is none."""
+    record = _record_of(probe_id)
+    if record is None:
+        raise _no_record(probe_id)
+    return record
+
+
+def _no_record(probe_id: str) -> FlashError:
+    return FlashError(f"no board record for probe {probe_id} (in {paths.state_dir('records')}). "
+                      "scons-pyocd boards lists the records there.")
 
 
 def boards_text() -> str:
@@ -73,10 +86,7 @@ def boards_text() -> str:
 
 def show_text(probe_id: str) -> str:
     """Everything a board record says, for people."""
-    record = _record_of(probe_id)
-    if record is None:
-        raise FlashError(f"no board record for probe {probe_id} (in {paths.state_dir('records')}). "
-                         "scons-pyocd boards lists the records there.")
+    record = _existing_record(probe_id)
     chip = record.chip or {}
     lines = [f"board record {record.path}",
              f"  probe {probe_id}; chip {chip.get('target', '?')} unique id {chip.get('unique_id') or '?'}, "
@@ -103,9 +113,8 @@ def show_text(probe_id: str) -> str:
 
 def forget(probe_id: str, owner: Optional[str] = None, say=print) -> str:
     """Drop a board record (or one owner's entry) under the probe lock; return the line to print."""
-    if _record_of(probe_id) is None:
-        raise FlashError(f"no board record for probe {probe_id} (in {paths.state_dir('records')}). "
-                         "scons-pyocd boards lists the records there.")
+    if not records.record_path(probe_id).exists():
+        raise _no_record(probe_id)
     with records.probe_lock(probe_id, on_wait=say):
         record = records.BoardRecord(probe_id)
         if owner is not None and record.entry(owner) is None:
@@ -233,10 +242,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(boards_text())
         elif args.action == "show":
             if args.json:
-                record = _record_of(args.probe)
-                if record is None:
-                    show_text(args.probe)       # raises the message
-                print(json.dumps(record.data, indent=2, sort_keys=True))
+                print(json.dumps(_existing_record(args.probe).data, indent=2, sort_keys=True))
             else:
                 print(show_text(args.probe))
         else:

@@ -211,7 +211,7 @@ class BoardRecord:
 
     def __init__(self, probe_id: str, warn: Callable[[str], None] = paths.warn):
         self.probe_id = probe_id
-        self.path = paths.state_dir("records") / f"{board_key(probe_id)}.json"
+        self.path = record_path(probe_id)
         self._warn = warn
         self.data = self._load()
 
@@ -447,6 +447,11 @@ def _entry_ranges(entry: dict) -> List[Range]:
 def image_ranges(entry: dict) -> List[Range]:
     """The image bytes an entry claims, ``(start, end)`` per page it lies in."""
     return [tuple(r) for page in entry.get("pages", {}).values() for r in page["ranges"]]
+
+
+def record_path(probe_id: str) -> Path:
+    """Where the board record of ``probe_id`` lives (it may not exist)."""
+    return paths.state_dir("records") / f"{board_key(probe_id)}.json"
 
 
 # -- which probe a configured id meant last time ----------------------------------------
