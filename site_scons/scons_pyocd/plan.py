@@ -444,8 +444,8 @@ class Plan:
     """What a flash does, decided before anything is written.
 
     ``mass_erase``: the regions whose flash algorithm's mass erase runs (one per region group);
-    ``erase``: pages erased one by one (not in a mass-erased region); ``program``: the pages
-    programmed, in address order; ``unchanged``: pages the image touches that stay as they are;
+    ``program``: the pages programmed, in address order (:attr:`erase`: those erased one by one
+    first); ``unchanged``: pages the image touches that stay as they are;
     ``verify``: the verify mode; ``verify_pages``: the pages it checks (crc: the programmed
     ones, whose CRC is known; read: every page the image touches, reading back the image's
     bytes and every byte of the programmed ones). ``steps``: estimated device time of each step,
@@ -456,7 +456,6 @@ class Plan:
     options: Options
     page_sizes: Dict[int, int]
     mass_erase: Tuple[Region, ...] = ()
-    erase: Tuple[int, ...] = ()
     program: Tuple[PageWrite, ...] = ()
     unchanged: Tuple[int, ...] = ()
     verify_pages: Tuple[int, ...] = ()
@@ -469,12 +468,18 @@ class Plan:
         return self.options.verify
 
     @property
+    def erase(self) -> Tuple[int, ...]:
+        """The pages erased one by one (not in a mass-erased region): the programmed pages whose
+        write erases first. Every page erased is programmed after."""
+        return tuple(w.address for w in self.program if w.erase)
+
+    @property
     def pages_total(self) -> int:
         return len(self.page_sizes)
 
     @property
     def writes(self) -> bool:
-        return bool(self.mass_erase or self.erase or self.program)
+        return bool(self.mass_erase or self.program)
 
     @property
     def units(self) -> int:
@@ -488,8 +493,7 @@ class Plan:
         """The merged page ranges about to be erased or programmed; None for a mass erase."""
         if self.mass_erase:
             return None
-        pages = set(self.erase) | {w.address for w in self.program}
-        return merge((p, p + self.page_sizes[p]) for p in pages)
+        return merge((w.address, w.address + self.page_sizes[w.address]) for w in self.program)
 
     def page_crcs(self) -> Dict[int, int]:
         """zlib.crc32 of every page the image touches as it will be after the plan ran
@@ -704,7 +708,7 @@ def make_plan(image, geometry: Geometry, chip: Mapping[int, PageState], options:
                           sum(sizes.values()) * costs.read_per_byte))
     else:
         verify_pages = ()
-    return Plan(mass_erase=tuple(mass), erase=erase, program=tuple(writes), unchanged=tuple(sorted(unchanged)),
+    return Plan(mass_erase=tuple(mass), program=tuple(writes), unchanged=tuple(sorted(unchanged)),
                 verify_pages=verify_pages, steps=tuple(steps), alternative=alternative, **base)
 
 

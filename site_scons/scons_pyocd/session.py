@@ -704,8 +704,6 @@ class Connection:
                     blank = r.blank_page()
                     written.update((page, blank) for page in range(r.start, r.end, r.page_size)
                                    if page not in written)
-        for page in plan.erase:
-            written.setdefault(page, self.geometry().region_at(page).blank_page())
         return FlashResult(
             target=self.target_name, probe=self.probe_id, pages_total=plan.pages_total,
             pages_programmed=len(plan.program),
@@ -1220,7 +1218,6 @@ class _FpecExecutor:
         c = self.c
         geometry = self.connection.geometry()
         regions = {page: geometry.region_at(page) for page in plan.page_sizes}
-        regions.update((page, geometry.region_at(page)) for page in plan.erase)
         pipeline = c.Pipeline(self.halves, self.load_s_per_byte,
                               crc_s_per_byte=self.ext["crc_cycles_per_word"] / self.ext.get("clock_hz", 8e6) / 4)
         calls = c.write_calls(plan, pipeline, regions)
