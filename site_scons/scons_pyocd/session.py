@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from . import usb_access
-from .errors import FlashError
+from .errors import FlashError, Interrupted  # noqa: F401 (Interrupted: part of this module's API)
 from .images import Image, check_fits
+from .progress import Progress, View
 if TYPE_CHECKING:      # .plan is imported where it is used: a no-op build importing this module skips it
     from .plan import Geometry, Options, PageState, Plan, Query, Region, Step  # noqa: F401
 from .targets import IDENTITIES
@@ -93,8 +94,8 @@ class Settings:
     clock in Hz (None = pyOCD's default). ``connect``: halt / under-reset / attach.
     ``reset``: run / halt / none after writing. ``erase``: auto / sector / chip.
     ``verify``: crc / read / none. ``options``: extra pyOCD session options.
-    ``progress``: draw a progress bar on stderr (None: when stderr is a terminal), or the
-    object to report progress to (:class:`scons_pyocd.progress.Progress`).
+    ``progress``: the object to report progress to (:class:`scons_pyocd.progress.Progress`);
+    None: progress is not shown (Ctrl-C is still honoured through ``should_stop``).
     ``debug``: show pyOCD's log and the flash plan on stderr. ``should_stop``: polled between
     steps (an algorithm call, a page); when it
     returns True the operation stops with a FlashError (the caller's Ctrl-C).
@@ -320,74 +321,6 @@ def find_probe(wanted: str, served=None, say: Callable[[str], None] = print):
                      "unique id.")
 
 
-# -- progress ---------------------------------------------------------------------------
-
-class Interrupted(FlashError):
-    """The user stopped the operation (Ctrl-C) between two steps."""
-
-
-class Progress:
-    """Progress of the phases that can take more than about a second (connecting, comparing,
-    erasing, programming, verifying), and the place where Ctrl-C is honoured.
-
-    The executor calls ``phase(name, total)`` when a phase starts (``total`` units of the
-    phase's own kind: pages, bytes), ``advance(n)`` after each step (an algorithm call, a
-    page) and ``done()`` at the end. ``advance`` and ``phase`` poll ``should_stop`` and raise
-    :class:`Interrupted` when it returns True: the operation then stops between two steps.
-    This renderer draws a one-line bar on stderr when ``enabled`` (None: when stderr is a
-    terminal); another one (periodic lines for CI logs) can stand in with the same methods.
-    """
-
-    WIDTH = 30
-
-    def __init__(self, enabled: Optional[bool] = None, should_stop: Optional[Callable[[], bool]] = None):
-        if enabled is None:
-            enabled = sys.stderr.isatty()
-        self.enabled = enabled
-        self.should_stop = should_stop
-        self.name = ""
-        self.total = 0
-        self.count = 0
-        self._shown = -1
-
-    def phase(self, name: str, total: int = 0) -> "Progress":
-        self.done()
-        self.name, self.total, self.count = name, max(0, int(total)), 0
-        self.check()
-        self._draw()
-        return self
-
-    def check(self) -> None:
-        """Raise :class:`Interrupted` if the caller asked to stop."""
-        if self.should_stop is not None and self.should_stop():
-            self.done()
-            raise Interrupted(f"interrupted (Ctrl-C) while {self.name or 'working'}: the operation "
-                              "stopped between two pages. The board is not recorded as flashed; run "
-                              "the command again to finish.")
-
-    def advance(self, n: int = 1) -> None:
-        self.count += n
-        self.check()
-        self._draw()
-
-    def _draw(self) -> None:
-        if not self.enabled:
-            return
-        percent = max(0, min(100, self.count * 100 // self.total)) if self.total else 0
-        if percent == self._shown:
-            return
-        self._shown = percent
-        filled = self.WIDTH * percent // 100
-        sys.stderr.write(f"\r{self.name:11} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {percent:3d}%")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.enabled and self._shown >= 0:
-            sys.stderr.write("\r" + " " * (self.WIDTH + 20) + "\r")
-            sys.stderr.flush()
-        self._shown = -1
-
-
 @contextlib.contextmanager
 def _pyocd_logging(debug: bool) -> Iterator[None]:
     """pyOCD's log on stderr at debug level when asked, silent otherwise."""
@@ -432,7 +365,7 @@ class Connection:
         self._probe = probe
         self._session = None
         self._progress = settings.progress if hasattr(settings.progress, "phase") else \
-            Progress(False if settings.debug else settings.progress, settings.should_stop)
+            Progress(View(), settings.should_stop)
         self._logging = contextlib.ExitStack()
         self._executor = None
 
@@ -1142,7 +1075,6 @@ class _FpecExecutor:
             for kind, address, size, value in call.decode(results):
                 found[(kind, address, size)] = value
 
-        progress.phase("comparing", len(query.pages))
         self.run_calls(calls, done, progress)
         if on_chip:
             differ = [i for i in range(len(expected)) if bits[i // 32] >> (i % 32) & 1]
