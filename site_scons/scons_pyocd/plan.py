@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Hashable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .ranges import intersect, merge, subtract  # noqa: F401 (part of this module's API)
+from .report import span
 
 Range = Tuple[int, int]
 
@@ -515,12 +516,6 @@ class Plan:
         return "\n".join(lines)
 
 
-def _span(pages: Sequence[int], sizes: Mapping[int, int]) -> str:
-    runs = merge((p, p + sizes[p]) for p in pages)
-    text = ", ".join(f"0x{lo:08X}-0x{hi - 1:08X}" for lo, hi in runs[:4])
-    return text + (f" and {len(runs) - 4} more" if len(runs) > 4 else "")
-
-
 def needs_reading(image, geometry: Geometry, chip: Mapping[int, PageState], options: Options) -> List[int]:
     """Pages the executor must read whole before :func:`make_plan`: pages the plan may rewrite
     whose bytes beside the image must be kept but are not known."""
@@ -687,13 +682,15 @@ def make_plan(image, geometry: Geometry, chip: Mapping[int, PageState], options:
         steps.append(Step("erase", "mass erase" + (f" of {', '.join(r.name for r in mass)}" if len(mass) > 1 else ""),
                           sum(r.mass_erase_s for r in mass)))
     elif erase:
-        steps.append(Step("erase", f"{len(erase)} page(s): {_span(erase, sizes)}",
+        steps.append(Step("erase", f"{len(erase)} page(s): "
+                                   f"{span([(pg, pg + sizes[pg]) for pg in erase], most=4)}",
                           sum(regions[pg].page_erase_s for pg in erase)))
     if writes:
         units = sum(w.units for w in writes)
         unit = regions[writes[0].address].program_unit
         steps.append(Step("program", f"{len(writes)} page(s), {units} {unit}-byte units: "
-                          f"{_span([w.address for w in writes], sizes)}", _program_s(writes, regions)))
+                          f"{span([(w.address, w.address + sizes[w.address]) for w in writes], most=4)}",
+                          _program_s(writes, regions)))
     else:
         steps.append(Step("program", "nothing: the chip holds the image", 0.0))
     if options.verify == "crc":
@@ -749,7 +746,8 @@ def preview(image, geometry: Geometry, options: Options = Options(), costs: Cost
     program_s = sum(regions[pg].program_units(p.target(regions[pg], pg, blank[pg], False),
                                               costs.skips_erased_units) * regions[pg].program_unit_s for pg in pages)
     erase_s = sum(regions[pg].page_erase_s for pg in pages)
-    lines = [f"flash plan for {image.source}: {len(pages)} page(s) touched ({_span(pages, sizes)}), "
+    lines = [f"flash plan for {image.source}: {len(pages)} page(s) touched "
+             f"({span([(pg, pg + sizes[pg]) for pg in pages], most=4)}), "
              f"erase {options.erase}, verify {options.verify}"]
     if options.erase == "auto":
         compare_s = sum(sizes.values()) * costs.crc_per_byte

@@ -30,6 +30,7 @@ from . import usb_access
 from .errors import FlashError, Interrupted  # noqa: F401 (Interrupted: part of this module's API)
 from .images import Image, check_fits
 from .progress import Progress, View
+from .report import kib
 if TYPE_CHECKING:      # .plan is imported where it is used: a no-op build importing this module skips it
     from .plan import Geometry, Options, PageState, Plan, Query, Region, Step  # noqa: F401
 from .targets import IDENTITIES
@@ -75,13 +76,6 @@ def _pyocd(probe: Optional[str] = None, simulated: bool = False):
     from pyocd.probe.aggregator import PROBE_CLASSES
     PROBE_CLASSES.setdefault("sim", sim_plugin.SimProbeFinder)
     return pyocd
-
-
-def _kib(n: int) -> str:
-    if n < 1024:
-        return f"{n} bytes"
-    kib = n / 1024
-    return f"{kib:.0f} KiB" if kib == int(kib) or kib >= 10 else f"{kib:.1f} KiB"
 
 
 # -- settings and results ---------------------------------------------------------------
@@ -141,7 +135,7 @@ class FlashResult:
         else:
             what = f"{self.pages_programmed} of {self.pages_total} pages changed"
         flashed = f"{image} onto {self.target}" if image else self.target
-        line = (f"flash {flashed} via {self.probe}: {what}, {_kib(self.bytes_programmed)} "
+        line = (f"flash {flashed} via {self.probe}: {what}, {kib(self.bytes_programmed)} "
                 f"in {self.seconds:.1f} s")
         if self.verify != "none":
             line += f", verified ({self.verify})"
@@ -574,7 +568,7 @@ class Connection:
                     if is_blank:
                         chip.update(untouched_states(geometry, image, [(lo, hi)]))
                 nbytes = sum(hi - lo for lo, hi in blank)
-                steps.append(Step("blank check", f"{_kib(nbytes)} outside the image: "
+                steps.append(Step("blank check", f"{kib(nbytes)} outside the image: "
                                   f"{'blank' if all(found) else 'NOT blank'}", nbytes * ex.costs.crc_per_byte))
             read = needs_reading(image, geometry, chip, options)
             if read:
