@@ -271,6 +271,12 @@ class _Pages:
         return bytes(out)
 
 
+def partial_pages(image, geometry: Geometry) -> List[int]:
+    """The pages the image touches but does not fill, in address order."""
+    p = _Pages(image, geometry)
+    return [page for region, page in p.touched if not p.whole(region, page)]
+
+
 # -- asking the chip ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -778,5 +784,5 @@ def estimate_survey(query: Query, costs: Costs) -> float:
 
 __all__ = ["Answers", "Costs", "Geometry", "Options", "PageState", "PageWrite", "Plan", "PlanError", "Query", "Region",
            "Step", "blank_check_ranges", "crc32", "estimate_survey", "intersect", "make_plan", "merge",
-           "needs_reading", "page_states", "preview", "states_from_data", "subtract", "survey_query",
+           "needs_reading", "page_states", "partial_pages", "preview", "states_from_data", "subtract", "survey_query",
            "untouched_states"]

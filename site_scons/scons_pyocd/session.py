@@ -541,7 +541,7 @@ class Connection:
 
     def _facts(self, image: Image, options: Options, doing: str) -> Tuple[Dict[int, PageState], List[Step]]:
         """Ask the chip what the plan needs to know (see :func:`.plan.make_plan`)."""
-        from .plan import (Step, blank_check_ranges, estimate_survey, intersect, merge, needs_reading,
+        from .plan import (Step, blank_check_ranges, estimate_survey, needs_reading, partial_pages,
                            states_from_data, survey_query, untouched_states)
         geometry = self.geometry()
         ex = self.executor()
@@ -551,10 +551,7 @@ class Connection:
             if options.erase == "auto":
                 query = survey_query(image, geometry)
             else:       # nothing to compare; only what keeping the bytes beside the image needs
-                partial = [page for region, page in geometry.touched(image.ranges())
-                           if intersect(merge(image.ranges()), [(page, page + region.page_size)])
-                           != [(page, page + region.page_size)]]
-                query = survey_query(image, geometry, partial if options.keep_unwritten else [])
+                query = survey_query(image, geometry, partial_pages(image, geometry) if options.keep_unwritten else [])
             if query.pages:
                 self._progress.phase("comparing", len(query.pages))
                 chip.update(ex.answer(image, geometry, query, self._progress))
