@@ -32,7 +32,7 @@ from .images import Image, check_fits
 from .progress import Progress, View
 from .report import kib
 if TYPE_CHECKING:      # .plan is imported where it is used: a no-op build importing this module skips it
-    from .plan import Geometry, Options, PageState, Plan, Query, Region, Step  # noqa: F401
+    from .plan import Costs, Geometry, Options, PageState, Plan, Query, Region, Step  # noqa: F401
 from .targets import IDENTITIES
 
 Range = Tuple[int, int]
@@ -527,12 +527,6 @@ class Connection:
         return bytes(data).hex()
 
     # -- planning ---------------------------------------------------------------------------
-    def options(self) -> Options:
-        from .plan import Options
-        s = self.settings
-        return Options(erase=s.erase, verify=s.verify,
-                       keep_unwritten=bool(s.options.get("keep_unwritten", True)))
-
     def executor(self):
         """The executor for this target's flash (created once per connection)."""
         if self._executor is None:
@@ -583,7 +577,7 @@ class Connection:
         from .plan import PlanError, make_plan
         self.check_identity()
         self.check_fits(image)
-        options = self.options()
+        options = _plan_options(self.settings)
         chip, steps = self._facts(image, options, f"comparing {image.source} with the chip")
         try:
             plan = make_plan(image, self.geometry(), chip, options, self.executor().costs, steps)
@@ -786,7 +780,7 @@ def preview(image: Image, settings: Settings) -> Optional[str]:
     """The plan of a flash of ``image`` as far as it is known without the chip (``scons -n``):
     from the pyOCD target class's memory map, without opening a probe. None when the target
     is not known offline."""
-    from .plan import Costs, Options, PlanError
+    from .plan import Costs, PlanError
     from .plan import preview as plan_preview
     if not settings.target:
         return None
@@ -797,17 +791,21 @@ def preview(image: Image, settings: Settings) -> Optional[str]:
     if memory_map is None:
         return None
     geometry = geometry_of(list(memory_map.iter_matching_regions(type=MemoryType.FLASH)))
-    options = Options(erase=settings.erase, verify=settings.verify,
-                      keep_unwritten=bool(settings.options.get("keep_unwritten", True)))
     ext = None
     for region in memory_map.iter_matching_regions(type=MemoryType.FLASH):
         ext = (region.algo or {}).get(FPEC_EXTENSION)
-    costs = Costs(crc_per_byte=ext["crc_cycles_per_word"] / ext["clock_hz"] / 4, skips_erased_units=True) \
-        if ext else Costs()
+    costs = _fpec_costs(ext, _swd_s_per_byte(settings))[0] if ext else Costs()
     try:
-        return plan_preview(image, geometry, options, costs)
+        return plan_preview(image, geometry, _plan_options(settings), costs)
     except PlanError:
         return None
+
+
+def _plan_options(settings: Settings) -> Options:
+    """The :class:`.plan.Options` of ``settings``."""
+    from .plan import Options
+    return Options(erase=settings.erase, verify=settings.verify,
+                   keep_unwritten=bool(settings.options.get("keep_unwritten", True)))
 
 
 def geometry_of(regions) -> Geometry:
@@ -843,8 +841,8 @@ def _executor_for(connection: Connection, regions):
     return _PyocdExecutor(connection, regions)
 
 
-def _swd_s_per_byte(connection: Connection) -> float:
-    frequency = connection.settings.frequency or 1_000_000      # pyOCD's default
+def _swd_s_per_byte(settings: Settings) -> float:
+    frequency = settings.frequency or 1_000_000      # pyOCD's default
     return 46 / frequency / 4       # one 46-bit SWD transfer per word
 
 
@@ -853,6 +851,21 @@ def _swd_s_per_byte(connection: Connection) -> float:
 #: The key of our flash algorithm's description in pyOCD's flash algo dict
 #: (see :mod:`.target_stm32f100rb`).
 FPEC_EXTENSION = "scons_pyocd"
+
+
+def _fpec_costs(ext: Mapping[str, Any], swd: float) -> Tuple[Costs, Dict[int, float]]:
+    """The plan's :class:`.plan.Costs` of our flash algorithm (its description ``ext``; ``swd``:
+    seconds per byte over the debug port), and the device time (s) per byte of each check
+    command (CRC, ZCRC, BLANK) at the core clock the checks run at (``clock_hz``; 8 MHz when
+    the algorithm does not raise the clock)."""
+    from .plan import Costs
+    from .flash_algo import commands as c
+    clock = ext.get("clock_hz", 8_000_000)
+    rates = {c.CRC: ext["crc_cycles_per_word"] / clock / 4,
+             c.ZCRC: ext["zcrc_cycles_per_word"] / clock / 4,
+             c.BLANK: ext["blank_cycles_per_word"] / clock / 4}
+    costs = Costs(crc_per_byte=rates[c.CRC], read_per_byte=swd, call=12 * swd * 4, skips_erased_units=True)
+    return costs, rates
 
 
 class _FpecExecutor:
@@ -870,7 +883,6 @@ class _FpecExecutor:
     how_compared = "by on-chip CRC (CRC unit)"
 
     def __init__(self, connection: Connection, region, ext: Mapping[str, Any]):
-        from .plan import Costs
         from .flash_algo import commands
         self.c = commands
         self.connection = connection
@@ -880,10 +892,9 @@ class _FpecExecutor:
         self.algo = region.flash.flash_algo
         self.halves = [tuple(h) for h in ext["halves"]]
         self.entries = {self.halves[0][0]: ext["pc_exec"][0], self.halves[1][0]: ext["pc_exec"][1]}
-        swd = _swd_s_per_byte(connection)
-        clock = ext.get("clock_hz", 8_000_000)
-        self.costs = Costs(crc_per_byte=ext["crc_cycles_per_word"] / clock / 4, read_per_byte=swd,
-                           call=12 * swd * 4, skips_erased_units=True)
+        swd = _swd_s_per_byte(connection.settings)
+        #: ``rates``: device time (s) per byte of each check command, for :func:`.commands.check_calls`.
+        self.costs, self.rates = _fpec_costs(ext, swd)
         self.load_s_per_byte = swd
         self.loaded = self.extra_loaded = self.clock_pending = False
         self.raise_clock = bool(ext.get("clock_hz"))
@@ -1044,7 +1055,7 @@ class _FpecExecutor:
         expected = [c.unit_crc(image.data_at(a, n)) for a, n in query.compares]
         first = [(c.ZCRC, a, n) for a, n in query.crcs] + [(c.BLANK, a, n) for a, n in query.blanks]
         checks = first + [(c.CRC, a, n) for a, n in query.compares]
-        calls = c.check_calls(checks, self.halves, self._rates())
+        calls = c.check_calls(checks, self.halves, self.rates)
         self.prepare(calls)
         crcs: Dict[Range, int] = {}
         on_chip = len(calls) == 1 and len(expected) > 8
@@ -1107,15 +1118,8 @@ class _FpecExecutor:
         answers.words = self._words(query.words)
         return page_states(image, geometry, query, answers)
 
-    def _rates(self) -> Dict[int, float]:
-        c = self.c
-        clock = self.ext.get("clock_hz", 8_000_000)
-        return {c.CRC: self.ext["crc_cycles_per_word"] / clock / 4,
-                c.ZCRC: self.ext["zcrc_cycles_per_word"] / clock / 4,
-                c.BLANK: self.ext["blank_cycles_per_word"] / clock / 4}
-
     def _checks(self, checks, progress: Optional[Progress]) -> Dict[Tuple[int, int, int], int]:
-        calls = self.c.check_calls(checks, self.halves, self._rates())
+        calls = self.c.check_calls(checks, self.halves, self.rates)
         found: Dict[Tuple[int, int, int], int] = {}
 
         def done(call, results):
@@ -1141,8 +1145,7 @@ class _FpecExecutor:
         c = self.c
         geometry = self.connection.geometry()
         regions = {page: geometry.region_at(page) for page in plan.page_sizes}
-        pipeline = c.Pipeline(self.halves, self.load_s_per_byte,
-                              crc_s_per_byte=self.ext["crc_cycles_per_word"] / self.ext.get("clock_hz", 8e6) / 4)
+        pipeline = c.Pipeline(self.halves, self.load_s_per_byte, crc_s_per_byte=self.costs.crc_per_byte)
         calls = c.write_calls(plan, pipeline, regions)
         expected = {w.address: c.unit_crc(w.data) for w in plan.program}
         bad: List[int] = []
@@ -1211,7 +1214,7 @@ class _PyocdExecutor:
         self.connection = connection
         self.target = connection.target
         self.regions = list(regions)
-        swd = _swd_s_per_byte(connection)
+        swd = _swd_s_per_byte(connection.settings)
         self.costs = Costs(crc_per_byte=swd, read_per_byte=swd, call=25 * swd * 4, skips_erased_units=False)
         self._active = []
 
