@@ -563,7 +563,7 @@ class Connection:
                                   f"{'blank' if all(found) else 'NOT blank'}", nbytes * ex.costs.crc_per_byte))
             read = needs_reading(image, geometry, chip, options)
             if read:
-                pages = ex.read_pages(read, geometry)
+                pages = _read_pages(self.target, read, geometry)
                 chip.update(states_from_data(image, geometry, pages))
                 nbytes = sum(len(d) for d in pages.values())
                 steps.append(Step("read", f"{len(read)} page(s) to keep the bytes beside the image",
@@ -1136,10 +1136,6 @@ class _FpecExecutor:
         found = self._checks([(self.c.BLANK, lo, hi - lo) for lo, hi in ranges], progress)
         return [bool(found[(self.c.BLANK, lo, hi - lo)]) for lo, hi in ranges]
 
-    def read_pages(self, pages: Sequence[int], geometry: Geometry) -> Dict[int, bytes]:
-        return {page: bytes(self.target.read_memory_block8(page, geometry.region_at(page).page_size))
-                for page in pages}
-
     # -- writing ---------------------------------------------------------------------------------
     def run(self, plan: Plan, progress: Progress) -> None:
         c = self.c
@@ -1184,6 +1180,11 @@ class _FpecExecutor:
         progress.phase("erasing", len(pages) if pages is not None else 1)
         self.run_calls(calls, None, progress)
         progress.done()
+
+
+def _read_pages(target, pages: Sequence[int], geometry: Geometry) -> Dict[int, bytes]:
+    """``pages`` read whole from the chip (any executor: plain memory reads)."""
+    return {page: bytes(target.read_memory_block8(page, geometry.region_at(page).page_size)) for page in pages}
 
 
 def _page_mismatch(page: int, expected: bytes, found) -> Mismatch:
@@ -1288,9 +1289,6 @@ class _PyocdExecutor:
             out.append(ok)
             progress.advance()
         return out
-
-    def read_pages(self, pages: Sequence[int], geometry: Geometry) -> Dict[int, bytes]:
-        return {page: self._read(page, geometry.region_at(page).page_size) for page in pages}
 
     def run(self, plan: Plan, progress: Progress) -> None:
         progress.phase("erasing", len(plan.erase) + len(plan.mass_erase))
