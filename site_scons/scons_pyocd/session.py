@@ -362,6 +362,7 @@ class Connection:
             Progress(View(), settings.should_stop)
         self._logging = contextlib.ExitStack()
         self._executor = None
+        self._geometry: Optional[Geometry] = None
 
     # -- connection ---------------------------------------------------------------------
     @classmethod
@@ -432,6 +433,7 @@ class Connection:
                     session.close()
         finally:
             self._executor = None
+            self._geometry = None
             self._progress.done()
             self._logging.close()
 
@@ -484,8 +486,12 @@ class Connection:
 
     def geometry(self) -> Geometry:
         """The flash regions as :mod:`.plan` sees them, timings from pyOCD's region weights
-        (for our targets, the datasheet's: see :mod:`.target_stm32f100rb`)."""
-        return geometry_of(self.flash_regions())
+        (for our targets, the datasheet's: see :mod:`.target_stm32f100rb`). Computed once per
+        connection: pyOCD settles the memory map and its flash objects while the session opens
+        (the target's init sequence, ``create_flash``), not after."""
+        if self._geometry is None:
+            self._geometry = geometry_of(self.flash_regions())
+        return self._geometry
 
     # -- identity -----------------------------------------------------------------------
     def check_identity(self) -> str:
