@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 from scons_pyocd.images import Image
 from scons_pyocd.plan import (Answers, Costs, Geometry, Options, PageState, PlanError, Region,
                               blank_check_ranges, crc32, make_plan, merge, needs_reading, page_states,
-                              states_from_data, survey_query)
+                              partial_pages, states_from_data, survey_query)
 
 F100 = dict(page_erase_s=0.020, program_unit_s=52.5e-6, mass_erase_s=0.020)
 FLASH = 0x08000000
@@ -333,6 +333,13 @@ def test_the_survey_of_a_partial_page_tells_image_bytes_from_bytes_beside_it():
     state = page_states(image, GEOMETRY, query, chip.answer(query, image))[FLASH]
     assert state.matches is True and state.beside_blank is True
     assert state.crc == crc32(chip.read(FLASH, PAGE))
+
+
+def test_partial_pages_are_those_the_image_touches_without_filling_them():
+    image = Image([(FLASH + 10, b"x" * (2 * PAGE - 10)), (FLASH + 3 * PAGE, b"y" * PAGE),
+                   (FLASH + 5 * PAGE, b"z" * 5), (FLASH + 5 * PAGE + 7, b"w" * (PAGE - 7))])
+    assert partial_pages(image, GEOMETRY) == [FLASH, FLASH + 5 * PAGE]
+    assert partial_pages(Image([(0x08100000 + 100, b"q" * 3000)]), TWO) == [0x08100000, 0x08100800]
 
 
 def test_an_image_outside_the_flash_is_refused():

@@ -1,4 +1,4 @@
-"""The one exception type users see."""
+"""The exception types users see: FlashError, and Interrupted (Ctrl-C) among them."""
 
 
 class FlashError(Exception):
@@ -7,3 +7,7 @@ class FlashError(Exception):
     Library exceptions (pyOCD, intelhex, pyelftools, OS errors) are translated into
     this type at the module boundary; users never see their tracebacks.
     """
+
+
+class Interrupted(FlashError):
+    """The user stopped the operation (Ctrl-C) between two steps."""

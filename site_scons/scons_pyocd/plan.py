@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Hashable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .ranges import intersect, merge, subtract  # noqa: F401 (part of this module's API)
+from .report import span
 
 Range = Tuple[int, int]
 
@@ -270,6 +271,12 @@ class _Pages:
         return bytes(out)
 
 
+def partial_pages(image, geometry: Geometry) -> List[int]:
+    """The pages the image touches but does not fill, in address order."""
+    p = _Pages(image, geometry)
+    return [page for region, page in p.touched if not p.whole(region, page)]
+
+
 # -- asking the chip ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -444,8 +451,8 @@ class Plan:
     """What a flash does, decided before anything is written.
 
     ``mass_erase``: the regions whose flash algorithm's mass erase runs (one per region group);
-    ``erase``: pages erased one by one (not in a mass-erased region); ``program``: the pages
-    programmed, in address order; ``unchanged``: pages the image touches that stay as they are;
+    ``program``: the pages programmed, in address order (:attr:`erase`: those erased one by one
+    first); ``unchanged``: pages the image touches that stay as they are;
     ``verify``: the verify mode; ``verify_pages``: the pages it checks (crc: the programmed
     ones, whose CRC is known; read: every page the image touches, reading back the image's
     bytes and every byte of the programmed ones). ``steps``: estimated device time of each step,
@@ -456,7 +463,6 @@ class Plan:
     options: Options
     page_sizes: Dict[int, int]
     mass_erase: Tuple[Region, ...] = ()
-    erase: Tuple[int, ...] = ()
     program: Tuple[PageWrite, ...] = ()
     unchanged: Tuple[int, ...] = ()
     verify_pages: Tuple[int, ...] = ()
@@ -469,12 +475,18 @@ class Plan:
         return self.options.verify
 
     @property
+    def erase(self) -> Tuple[int, ...]:
+        """The pages erased one by one (not in a mass-erased region): the programmed pages whose
+        write erases first. Every page erased is programmed after."""
+        return tuple(w.address for w in self.program if w.erase)
+
+    @property
     def pages_total(self) -> int:
         return len(self.page_sizes)
 
     @property
     def writes(self) -> bool:
-        return bool(self.mass_erase or self.erase or self.program)
+        return bool(self.mass_erase or self.program)
 
     @property
     def units(self) -> int:
@@ -488,8 +500,7 @@ class Plan:
         """The merged page ranges about to be erased or programmed; None for a mass erase."""
         if self.mass_erase:
             return None
-        pages = set(self.erase) | {w.address for w in self.program}
-        return merge((p, p + self.page_sizes[p]) for p in pages)
+        return merge((w.address, w.address + self.page_sizes[w.address]) for w in self.program)
 
     def page_crcs(self) -> Dict[int, int]:
         """zlib.crc32 of every page the image touches as it will be after the plan ran
@@ -509,12 +520,6 @@ class Plan:
         if self.alternative:
             lines.append(f"  (not chosen: {self.alternative})")
         return "\n".join(lines)
-
-
-def _span(pages: Sequence[int], sizes: Mapping[int, int]) -> str:
-    runs = merge((p, p + sizes[p]) for p in pages)
-    text = ", ".join(f"0x{lo:08X}-0x{hi - 1:08X}" for lo, hi in runs[:4])
-    return text + (f" and {len(runs) - 4} more" if len(runs) > 4 else "")
 
 
 def needs_reading(image, geometry: Geometry, chip: Mapping[int, PageState], options: Options) -> List[int]:
@@ -683,13 +688,15 @@ def make_plan(image, geometry: Geometry, chip: Mapping[int, PageState], options:
         steps.append(Step("erase", "mass erase" + (f" of {', '.join(r.name for r in mass)}" if len(mass) > 1 else ""),
                           sum(r.mass_erase_s for r in mass)))
     elif erase:
-        steps.append(Step("erase", f"{len(erase)} page(s): {_span(erase, sizes)}",
+        steps.append(Step("erase", f"{len(erase)} page(s): "
+                                   f"{span([(pg, pg + sizes[pg]) for pg in erase], most=4)}",
                           sum(regions[pg].page_erase_s for pg in erase)))
     if writes:
         units = sum(w.units for w in writes)
         unit = regions[writes[0].address].program_unit
         steps.append(Step("program", f"{len(writes)} page(s), {units} {unit}-byte units: "
-                          f"{_span([w.address for w in writes], sizes)}", _program_s(writes, regions)))
+                          f"{span([(w.address, w.address + sizes[w.address]) for w in writes], most=4)}",
+                          _program_s(writes, regions)))
     else:
         steps.append(Step("program", "nothing: the chip holds the image", 0.0))
     if options.verify == "crc":
@@ -704,7 +711,7 @@ def make_plan(image, geometry: Geometry, chip: Mapping[int, PageState], options:
                           sum(sizes.values()) * costs.read_per_byte))
     else:
         verify_pages = ()
-    return Plan(mass_erase=tuple(mass), erase=erase, program=tuple(writes), unchanged=tuple(sorted(unchanged)),
+    return Plan(mass_erase=tuple(mass), program=tuple(writes), unchanged=tuple(sorted(unchanged)),
                 verify_pages=verify_pages, steps=tuple(steps), alternative=alternative, **base)
 
 
@@ -745,7 +752,8 @@ def preview(image, geometry: Geometry, options: Options = Options(), costs: Cost
     program_s = sum(regions[pg].program_units(p.target(regions[pg], pg, blank[pg], False),
                                               costs.skips_erased_units) * regions[pg].program_unit_s for pg in pages)
     erase_s = sum(regions[pg].page_erase_s for pg in pages)
-    lines = [f"flash plan for {image.source}: {len(pages)} page(s) touched ({_span(pages, sizes)}), "
+    lines = [f"flash plan for {image.source}: {len(pages)} page(s) touched "
+             f"({span([(pg, pg + sizes[pg]) for pg in pages], most=4)}), "
              f"erase {options.erase}, verify {options.verify}"]
     if options.erase == "auto":
         compare_s = sum(sizes.values()) * costs.crc_per_byte
@@ -776,5 +784,5 @@ def estimate_survey(query: Query, costs: Costs) -> float:
 
 __all__ = ["Answers", "Costs", "Geometry", "Options", "PageState", "PageWrite", "Plan", "PlanError", "Query", "Region",
            "Step", "blank_check_ranges", "crc32", "estimate_survey", "intersect", "make_plan", "merge",
-           "needs_reading", "page_states", "preview", "states_from_data", "subtract", "survey_query",
+           "needs_reading", "page_states", "partial_pages", "preview", "states_from_data", "subtract", "survey_query",
            "untouched_states"]

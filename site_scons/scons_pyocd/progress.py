@@ -8,7 +8,7 @@ the image, before a mass erase), ``erasing``, ``programming``, ``verifying``.
 :class:`Progress` is what the pyOCD layer (:mod:`.session`) calls: ``phase(name,
 total)`` when a phase starts (``total`` steps of the phase's own kind, 0 when unknown),
 ``advance(n)`` after steps, ``check()`` between steps (Ctrl-C: raises
-:class:`~scons_pyocd.session.Interrupted`), ``done()`` when the phase ends. pyOCD's own
+:class:`~scons_pyocd.errors.Interrupted`), ``done()`` when the phase ends. pyOCD's own
 progress callbacks (a fraction from 0 to 1) are accepted too: the object is callable,
 and ``phase(name)`` returns it. It draws through one of two views:
 
@@ -29,6 +29,8 @@ import os
 import sys
 import time
 from typing import Callable, Optional, TextIO
+
+from .errors import Interrupted
 
 #: Every phase name, in the order an operation goes through them.
 PHASES = ("connecting", "comparing", "blank check", "erasing", "programming", "verifying")
@@ -193,7 +195,6 @@ class Progress:
         if self.should_stop is not None and self.should_stop():
             phase = self.name or "working"
             self.done()
-            from .session import Interrupted
             raise Interrupted(f"interrupted (Ctrl-C) while {phase}: the operation stopped between two "
                               "pages. The board is not recorded as flashed; run the command again to "
                               "finish.")

@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from . import usb_access
-from .errors import FlashError
+from .errors import FlashError, Interrupted  # noqa: F401 (Interrupted: part of this module's API)
 from .images import Image, check_fits
+from .progress import Progress, View
+from .report import kib
 if TYPE_CHECKING:      # .plan is imported where it is used: a no-op build importing this module skips it
-    from .plan import Geometry, Options, PageState, Plan, Query, Region, Step  # noqa: F401
+    from .plan import Costs, Geometry, Options, PageState, Plan, Query, Region, Step  # noqa: F401
 from .targets import IDENTITIES
 
 Range = Tuple[int, int]
@@ -76,13 +78,6 @@ def _pyocd(probe: Optional[str] = None, simulated: bool = False):
     return pyocd
 
 
-def _kib(n: int) -> str:
-    if n < 1024:
-        return f"{n} bytes"
-    kib = n / 1024
-    return f"{kib:.0f} KiB" if kib == int(kib) or kib >= 10 else f"{kib:.1f} KiB"
-
-
 # -- settings and results ---------------------------------------------------------------
 
 @dataclass
@@ -93,8 +88,8 @@ class Settings:
     clock in Hz (None = pyOCD's default). ``connect``: halt / under-reset / attach.
     ``reset``: run / halt / none after writing. ``erase``: auto / sector / chip.
     ``verify``: crc / read / none. ``options``: extra pyOCD session options.
-    ``progress``: draw a progress bar on stderr (None: when stderr is a terminal), or the
-    object to report progress to (:class:`scons_pyocd.progress.Progress`).
+    ``progress``: the object to report progress to (:class:`scons_pyocd.progress.Progress`);
+    None: progress is not shown (Ctrl-C is still honoured through ``should_stop``).
     ``debug``: show pyOCD's log and the flash plan on stderr. ``should_stop``: polled between
     steps (an algorithm call, a page); when it
     returns True the operation stops with a FlashError (the caller's Ctrl-C).
@@ -140,7 +135,7 @@ class FlashResult:
         else:
             what = f"{self.pages_programmed} of {self.pages_total} pages changed"
         flashed = f"{image} onto {self.target}" if image else self.target
-        line = (f"flash {flashed} via {self.probe}: {what}, {_kib(self.bytes_programmed)} "
+        line = (f"flash {flashed} via {self.probe}: {what}, {kib(self.bytes_programmed)} "
                 f"in {self.seconds:.1f} s")
         if self.verify != "none":
             line += f", verified ({self.verify})"
@@ -320,74 +315,6 @@ def find_probe(wanted: str, served=None, say: Callable[[str], None] = print):
                      "unique id.")
 
 
-# -- progress ---------------------------------------------------------------------------
-
-class Interrupted(FlashError):
-    """The user stopped the operation (Ctrl-C) between two steps."""
-
-
-class Progress:
-    """Progress of the phases that can take more than about a second (connecting, comparing,
-    erasing, programming, verifying), and the place where Ctrl-C is honoured.
-
-    The executor calls ``phase(name, total)`` when a phase starts (``total`` units of the
-    phase's own kind: pages, bytes), ``advance(n)`` after each step (an algorithm call, a
-    page) and ``done()`` at the end. ``advance`` and ``phase`` poll ``should_stop`` and raise
-    :class:`Interrupted` when it returns True: the operation then stops between two steps.
-    This renderer draws a one-line bar on stderr when ``enabled`` (None: when stderr is a
-    terminal); another one (periodic lines for CI logs) can stand in with the same methods.
-    """
-
-    WIDTH = 30
-
-    def __init__(self, enabled: Optional[bool] = None, should_stop: Optional[Callable[[], bool]] = None):
-        if enabled is None:
-            enabled = sys.stderr.isatty()
-        self.enabled = enabled
-        self.should_stop = should_stop
-        self.name = ""
-        self.total = 0
-        self.count = 0
-        self._shown = -1
-
-    def phase(self, name: str, total: int = 0) -> "Progress":
-        self.done()
-        self.name, self.total, self.count = name, max(0, int(total)), 0
-        self.check()
-        self._draw()
-        return self
-
-    def check(self) -> None:
-        """Raise :class:`Interrupted` if the caller asked to stop."""
-        if self.should_stop is not None and self.should_stop():
-            self.done()
-            raise Interrupted(f"interrupted (Ctrl-C) while {self.name or 'working'}: the operation "
-                              "stopped between two pages. The board is not recorded as flashed; run "
-                              "the command again to finish.")
-
-    def advance(self, n: int = 1) -> None:
-        self.count += n
-        self.check()
-        self._draw()
-
-    def _draw(self) -> None:
-        if not self.enabled:
-            return
-        percent = max(0, min(100, self.count * 100 // self.total)) if self.total else 0
-        if percent == self._shown:
-            return
-        self._shown = percent
-        filled = self.WIDTH * percent // 100
-        sys.stderr.write(f"\r{self.name:11} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {percent:3d}%")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.enabled and self._shown >= 0:
-            sys.stderr.write("\r" + " " * (self.WIDTH + 20) + "\r")
-            sys.stderr.flush()
-        self._shown = -1
-
-
 @contextlib.contextmanager
 def _pyocd_logging(debug: bool) -> Iterator[None]:
     """pyOCD's log on stderr at debug level when asked, silent otherwise."""
@@ -432,9 +359,10 @@ class Connection:
         self._probe = probe
         self._session = None
         self._progress = settings.progress if hasattr(settings.progress, "phase") else \
-            Progress(False if settings.debug else settings.progress, settings.should_stop)
+            Progress(View(), settings.should_stop)
         self._logging = contextlib.ExitStack()
         self._executor = None
+        self._geometry: Optional[Geometry] = None
 
     # -- connection ---------------------------------------------------------------------
     @classmethod
@@ -505,6 +433,7 @@ class Connection:
                     session.close()
         finally:
             self._executor = None
+            self._geometry = None
             self._progress.done()
             self._logging.close()
 
@@ -557,8 +486,12 @@ class Connection:
 
     def geometry(self) -> Geometry:
         """The flash regions as :mod:`.plan` sees them, timings from pyOCD's region weights
-        (for our targets, the datasheet's: see :mod:`.target_stm32f100rb`)."""
-        return geometry_of(self.flash_regions())
+        (for our targets, the datasheet's: see :mod:`.target_stm32f100rb`). Computed once per
+        connection: pyOCD settles the memory map and its flash objects while the session opens
+        (the target's init sequence, ``create_flash``), not after."""
+        if self._geometry is None:
+            self._geometry = geometry_of(self.flash_regions())
+        return self._geometry
 
     # -- identity -----------------------------------------------------------------------
     def check_identity(self) -> str:
@@ -600,12 +533,6 @@ class Connection:
         return bytes(data).hex()
 
     # -- planning ---------------------------------------------------------------------------
-    def options(self) -> Options:
-        from .plan import Options
-        s = self.settings
-        return Options(erase=s.erase, verify=s.verify,
-                       keep_unwritten=bool(s.options.get("keep_unwritten", True)))
-
     def executor(self):
         """The executor for this target's flash (created once per connection)."""
         if self._executor is None:
@@ -614,7 +541,7 @@ class Connection:
 
     def _facts(self, image: Image, options: Options, doing: str) -> Tuple[Dict[int, PageState], List[Step]]:
         """Ask the chip what the plan needs to know (see :func:`.plan.make_plan`)."""
-        from .plan import (Step, blank_check_ranges, estimate_survey, intersect, merge, needs_reading,
+        from .plan import (Step, blank_check_ranges, estimate_survey, needs_reading, partial_pages,
                            states_from_data, survey_query, untouched_states)
         geometry = self.geometry()
         ex = self.executor()
@@ -624,10 +551,7 @@ class Connection:
             if options.erase == "auto":
                 query = survey_query(image, geometry)
             else:       # nothing to compare; only what keeping the bytes beside the image needs
-                partial = [page for region, page in geometry.touched(image.ranges())
-                           if intersect(merge(image.ranges()), [(page, page + region.page_size)])
-                           != [(page, page + region.page_size)]]
-                query = survey_query(image, geometry, partial if options.keep_unwritten else [])
+                query = survey_query(image, geometry, partial_pages(image, geometry) if options.keep_unwritten else [])
             if query.pages:
                 self._progress.phase("comparing", len(query.pages))
                 chip.update(ex.answer(image, geometry, query, self._progress))
@@ -641,11 +565,11 @@ class Connection:
                     if is_blank:
                         chip.update(untouched_states(geometry, image, [(lo, hi)]))
                 nbytes = sum(hi - lo for lo, hi in blank)
-                steps.append(Step("blank check", f"{_kib(nbytes)} outside the image: "
+                steps.append(Step("blank check", f"{kib(nbytes)} outside the image: "
                                   f"{'blank' if all(found) else 'NOT blank'}", nbytes * ex.costs.crc_per_byte))
             read = needs_reading(image, geometry, chip, options)
             if read:
-                pages = ex.read_pages(read, geometry)
+                pages = _read_pages(self.target, read, geometry)
                 chip.update(states_from_data(image, geometry, pages))
                 nbytes = sum(len(d) for d in pages.values())
                 steps.append(Step("read", f"{len(read)} page(s) to keep the bytes beside the image",
@@ -659,7 +583,7 @@ class Connection:
         from .plan import PlanError, make_plan
         self.check_identity()
         self.check_fits(image)
-        options = self.options()
+        options = _plan_options(self.settings)
         chip, steps = self._facts(image, options, f"comparing {image.source} with the chip")
         try:
             plan = make_plan(image, self.geometry(), chip, options, self.executor().costs, steps)
@@ -704,8 +628,6 @@ class Connection:
                     blank = r.blank_page()
                     written.update((page, blank) for page in range(r.start, r.end, r.page_size)
                                    if page not in written)
-        for page in plan.erase:
-            written.setdefault(page, self.geometry().region_at(page).blank_page())
         return FlashResult(
             target=self.target_name, probe=self.probe_id, pages_total=plan.pages_total,
             pages_programmed=len(plan.program),
@@ -864,7 +786,7 @@ def preview(image: Image, settings: Settings) -> Optional[str]:
     """The plan of a flash of ``image`` as far as it is known without the chip (``scons -n``):
     from the pyOCD target class's memory map, without opening a probe. None when the target
     is not known offline."""
-    from .plan import Costs, Options, PlanError
+    from .plan import Costs, PlanError
     from .plan import preview as plan_preview
     if not settings.target:
         return None
@@ -875,17 +797,21 @@ def preview(image: Image, settings: Settings) -> Optional[str]:
     if memory_map is None:
         return None
     geometry = geometry_of(list(memory_map.iter_matching_regions(type=MemoryType.FLASH)))
-    options = Options(erase=settings.erase, verify=settings.verify,
-                      keep_unwritten=bool(settings.options.get("keep_unwritten", True)))
     ext = None
     for region in memory_map.iter_matching_regions(type=MemoryType.FLASH):
         ext = (region.algo or {}).get(FPEC_EXTENSION)
-    costs = Costs(crc_per_byte=ext["crc_cycles_per_word"] / ext["clock_hz"] / 4, skips_erased_units=True) \
-        if ext else Costs()
+    costs = _fpec_costs(ext, _swd_s_per_byte(settings))[0] if ext else Costs()
     try:
-        return plan_preview(image, geometry, options, costs)
+        return plan_preview(image, geometry, _plan_options(settings), costs)
     except PlanError:
         return None
+
+
+def _plan_options(settings: Settings) -> Options:
+    """The :class:`.plan.Options` of ``settings``."""
+    from .plan import Options
+    return Options(erase=settings.erase, verify=settings.verify,
+                   keep_unwritten=bool(settings.options.get("keep_unwritten", True)))
 
 
 def geometry_of(regions) -> Geometry:
@@ -921,8 +847,8 @@ def _executor_for(connection: Connection, regions):
     return _PyocdExecutor(connection, regions)
 
 
-def _swd_s_per_byte(connection: Connection) -> float:
-    frequency = connection.settings.frequency or 1_000_000      # pyOCD's default
+def _swd_s_per_byte(settings: Settings) -> float:
+    frequency = settings.frequency or 1_000_000      # pyOCD's default
     return 46 / frequency / 4       # one 46-bit SWD transfer per word
 
 
@@ -931,6 +857,21 @@ def _swd_s_per_byte(connection: Connection) -> float:
 #: The key of our flash algorithm's description in pyOCD's flash algo dict
 #: (see :mod:`.target_stm32f100rb`).
 FPEC_EXTENSION = "scons_pyocd"
+
+
+def _fpec_costs(ext: Mapping[str, Any], swd: float) -> Tuple[Costs, Dict[int, float]]:
+    """The plan's :class:`.plan.Costs` of our flash algorithm (its description ``ext``; ``swd``:
+    seconds per byte over the debug port), and the device time (s) per byte of each check
+    command (CRC, ZCRC, BLANK) at the core clock the checks run at (``clock_hz``; 8 MHz when
+    the algorithm does not raise the clock)."""
+    from .plan import Costs
+    from .flash_algo import commands as c
+    clock = ext.get("clock_hz", 8_000_000)
+    rates = {c.CRC: ext["crc_cycles_per_word"] / clock / 4,
+             c.ZCRC: ext["zcrc_cycles_per_word"] / clock / 4,
+             c.BLANK: ext["blank_cycles_per_word"] / clock / 4}
+    costs = Costs(crc_per_byte=rates[c.CRC], read_per_byte=swd, call=12 * swd * 4, skips_erased_units=True)
+    return costs, rates
 
 
 class _FpecExecutor:
@@ -948,7 +889,6 @@ class _FpecExecutor:
     how_compared = "by on-chip CRC (CRC unit)"
 
     def __init__(self, connection: Connection, region, ext: Mapping[str, Any]):
-        from .plan import Costs
         from .flash_algo import commands
         self.c = commands
         self.connection = connection
@@ -958,10 +898,9 @@ class _FpecExecutor:
         self.algo = region.flash.flash_algo
         self.halves = [tuple(h) for h in ext["halves"]]
         self.entries = {self.halves[0][0]: ext["pc_exec"][0], self.halves[1][0]: ext["pc_exec"][1]}
-        swd = _swd_s_per_byte(connection)
-        clock = ext.get("clock_hz", 8_000_000)
-        self.costs = Costs(crc_per_byte=ext["crc_cycles_per_word"] / clock / 4, read_per_byte=swd,
-                           call=12 * swd * 4, skips_erased_units=True)
+        swd = _swd_s_per_byte(connection.settings)
+        #: ``rates``: device time (s) per byte of each check command, for :func:`.commands.check_calls`.
+        self.costs, self.rates = _fpec_costs(ext, swd)
         self.load_s_per_byte = swd
         self.loaded = self.extra_loaded = self.clock_pending = False
         self.raise_clock = bool(ext.get("clock_hz"))
@@ -1122,7 +1061,7 @@ class _FpecExecutor:
         expected = [c.unit_crc(image.data_at(a, n)) for a, n in query.compares]
         first = [(c.ZCRC, a, n) for a, n in query.crcs] + [(c.BLANK, a, n) for a, n in query.blanks]
         checks = first + [(c.CRC, a, n) for a, n in query.compares]
-        calls = c.check_calls(checks, self.halves, self._rates())
+        calls = c.check_calls(checks, self.halves, self.rates)
         self.prepare(calls)
         crcs: Dict[Range, int] = {}
         on_chip = len(calls) == 1 and len(expected) > 8
@@ -1144,7 +1083,6 @@ class _FpecExecutor:
             for kind, address, size, value in call.decode(results):
                 found[(kind, address, size)] = value
 
-        progress.phase("comparing", len(query.pages))
         self.run_calls(calls, done, progress)
         if on_chip:
             differ = [i for i in range(len(expected)) if bits[i // 32] >> (i % 32) & 1]
@@ -1186,15 +1124,8 @@ class _FpecExecutor:
         answers.words = self._words(query.words)
         return page_states(image, geometry, query, answers)
 
-    def _rates(self) -> Dict[int, float]:
-        c = self.c
-        clock = self.ext.get("clock_hz", 8_000_000)
-        return {c.CRC: self.ext["crc_cycles_per_word"] / clock / 4,
-                c.ZCRC: self.ext["zcrc_cycles_per_word"] / clock / 4,
-                c.BLANK: self.ext["blank_cycles_per_word"] / clock / 4}
-
     def _checks(self, checks, progress: Optional[Progress]) -> Dict[Tuple[int, int, int], int]:
-        calls = self.c.check_calls(checks, self.halves, self._rates())
+        calls = self.c.check_calls(checks, self.halves, self.rates)
         found: Dict[Tuple[int, int, int], int] = {}
 
         def done(call, results):
@@ -1211,18 +1142,12 @@ class _FpecExecutor:
         found = self._checks([(self.c.BLANK, lo, hi - lo) for lo, hi in ranges], progress)
         return [bool(found[(self.c.BLANK, lo, hi - lo)]) for lo, hi in ranges]
 
-    def read_pages(self, pages: Sequence[int], geometry: Geometry) -> Dict[int, bytes]:
-        return {page: bytes(self.target.read_memory_block8(page, geometry.region_at(page).page_size))
-                for page in pages}
-
     # -- writing ---------------------------------------------------------------------------------
     def run(self, plan: Plan, progress: Progress) -> None:
         c = self.c
         geometry = self.connection.geometry()
         regions = {page: geometry.region_at(page) for page in plan.page_sizes}
-        regions.update((page, geometry.region_at(page)) for page in plan.erase)
-        pipeline = c.Pipeline(self.halves, self.load_s_per_byte,
-                              crc_s_per_byte=self.ext["crc_cycles_per_word"] / self.ext.get("clock_hz", 8e6) / 4)
+        pipeline = c.Pipeline(self.halves, self.load_s_per_byte, crc_s_per_byte=self.costs.crc_per_byte)
         calls = c.write_calls(plan, pipeline, regions)
         expected = {w.address: c.unit_crc(w.data) for w in plan.program}
         bad: List[int] = []
@@ -1263,6 +1188,11 @@ class _FpecExecutor:
         progress.done()
 
 
+def _read_pages(target, pages: Sequence[int], geometry: Geometry) -> Dict[int, bytes]:
+    """``pages`` read whole from the chip (any executor: plain memory reads)."""
+    return {page: bytes(target.read_memory_block8(page, geometry.region_at(page).page_size)) for page in pages}
+
+
 def _page_mismatch(page: int, expected: bytes, found) -> Mismatch:
     """The first difference in a page read back after programming it with ``expected``."""
     found = bytes(found)
@@ -1291,7 +1221,7 @@ class _PyocdExecutor:
         self.connection = connection
         self.target = connection.target
         self.regions = list(regions)
-        swd = _swd_s_per_byte(connection)
+        swd = _swd_s_per_byte(connection.settings)
         self.costs = Costs(crc_per_byte=swd, read_per_byte=swd, call=25 * swd * 4, skips_erased_units=False)
         self._active = []
 
@@ -1365,9 +1295,6 @@ class _PyocdExecutor:
             out.append(ok)
             progress.advance()
         return out
-
-    def read_pages(self, pages: Sequence[int], geometry: Geometry) -> Dict[int, bytes]:
-        return {page: self._read(page, geometry.region_at(page).page_size) for page in pages}
 
     def run(self, plan: Plan, progress: Progress) -> None:
         progress.phase("erasing", len(plan.erase) + len(plan.mass_erase))

@@ -344,15 +344,12 @@ def write_calls(plan, pipeline: Pipeline, regions: Dict[int, object]) -> List[Ca
             call.add_mass()
             call.device_s += region.mass_erase_s
         b.close()
-    starters = sorted(set(plan.erase) - {w.address for w in plan.program})
     if not plan.mass_erase and plan.program and plan.program[0].erase:
-        starters.append(plan.program[0].address)
-    if starters:
+        page = plan.program[0].address
         call = b.open()
-        for page in starters:
-            call.add_erase(page)
-            call.device_s += regions[page].page_erase_s
-            erased.add(page)
+        call.add_erase(page)
+        call.device_s += regions[page].page_erase_s
+        erased.add(page)
         b.close()
     check = 1 if verify else 0           # result words of a page's check
     for write in plan.program:
