@@ -66,13 +66,19 @@ def private_dir(path: Path, follow: bool = False) -> Path:
     return path
 
 
-def state_root() -> Path:
-    """The per-user state directory (see the module docstring), checked and created 0700."""
+def _state_root_path() -> Path:
+    """Where the state directory is: $SCONS_PYOCD_STATE_DIR, else $XDG_STATE_HOME/scons-pyocd
+    (~/.local/state/scons-pyocd); nothing checked or created."""
     env = os.environ.get("SCONS_PYOCD_STATE_DIR")
     if env:
-        return private_dir(Path(env).expanduser(), follow=True)
+        return Path(env).expanduser()
     xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return private_dir(Path(xdg) / "scons-pyocd", follow=True)
+    return Path(xdg) / "scons-pyocd"
+
+
+def state_root() -> Path:
+    """The per-user state directory (see the module docstring), checked and created 0700."""
+    return private_dir(_state_root_path(), follow=True)
 
 
 def state_dir(name: str) -> Path:
@@ -92,10 +98,4 @@ def sim_root() -> Path:
 def sim_root_path() -> Path:
     """Where :func:`sim_root` is, without creating or checking anything (to look for boards)."""
     env = os.environ.get("SCONS_PYOCD_SIM_DIR")
-    if env:
-        return Path(env).expanduser()
-    env = os.environ.get("SCONS_PYOCD_STATE_DIR")
-    if env:
-        return Path(env).expanduser() / "sim"
-    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(xdg) / "scons-pyocd" / "sim"
+    return Path(env).expanduser() if env else _state_root_path() / "sim"
