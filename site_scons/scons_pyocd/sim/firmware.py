@@ -129,7 +129,6 @@ def run_firmware(board_id: str, max_instructions: int = 5_000_000, max_led_event
     def mmio_read(uc_, offset, size, base):
         address = base + offset
         if base == 0x40000000 and periph.decoded(address):
-            rcc.advance()
             word = periph.read(address & ~3)
             return (word >> ((address & 3) * 8)) & ((1 << (8 * size)) - 1)
         if base == 0xE0000000:
