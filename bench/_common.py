@@ -14,6 +14,9 @@ RESULTS = ROOT / "bench" / "results"
 #: Size of the image of the ``scons flash`` scenarios (``--image-bytes``): the founding
 #: scenario's nuttx.bin by default.
 IMAGE_BYTES = 78_128
+#: The chip's half-word programming time (typical) and mass erase time (DS6517, as the simulator's
+#: defaults), in seconds.
+HALFWORD_S, ERASE_S = 52.5e-6, 20e-3
 
 if str(SITE_SCONS) not in sys.path:
     sys.path.insert(0, str(SITE_SCONS))
@@ -33,6 +36,12 @@ def private_state() -> Path:
     os.environ["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITE_SCONS), os.environ.get("PYTHONPATH")]))
     return root
+
+
+def chip_limit(nbytes: int) -> float:
+    """The chip's limit for ``nbytes`` (``../shared/REFERENCE.md``): its half-words programmed
+    plus one mass erase, in seconds."""
+    return (nbytes + 1) // 2 * HALFWORD_S + ERASE_S
 
 
 def synthetic_image(size: int, seed: int = 1) -> bytes:

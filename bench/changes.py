@@ -34,11 +34,11 @@ from pathlib import Path
 
 from . import _contenders as c
 from .breakdown import breakdown, table
-from ._common import SHARED_FIRMWARE, flash_image, private_state, synthetic_image, verdict, write_results
+from ._common import (ERASE_S, HALFWORD_S, SHARED_FIRMWARE, chip_limit, flash_image, private_state,
+                      synthetic_image, verdict, write_results)
 
 BOARD = "sim-bench"
 PAGE = 1024
-HALFWORD_S, ERASE_S = 52.5e-6, 20e-3
 PAGE_S = ERASE_S + PAGE // 2 * HALFWORD_S
 CONNECT = """\
 from scons_pyocd.session import Connection, Settings, find_probe
@@ -152,7 +152,7 @@ def main(quick: bool = False) -> dict:
         return connect + pages * PAGE_S
 
     def mass_write(data: bytes) -> float:
-        return connect + ERASE_S + (len(data) + 1) // 2 * HALFWORD_S
+        return connect + chip_limit(len(data))
 
     rows, sources, refs, ours, founding = [], {}, {}, {}, {}
     breakdown_one = None

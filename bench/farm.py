@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from . import _contenders as c
-from ._common import SITE_SCONS, flash_image, private_state, verdict, write_results
+from ._common import flash_image, private_state, verdict, write_results
 from .relay import Relay
 
 LATENCY = 0.002
@@ -116,6 +116,7 @@ def _flash(n: int, mode: str, data: bytes, scratch: Path, latency: float = 0.0) 
 
 def _pyocd_client(data: bytes, scratch: Path, latency: float) -> Dict:
     """``pyocd flash`` of the same file through a server and the relay: pyOCD's own client."""
+    from scons_pyocd.sim import serve
     board = "sim-farm-pyocd"
     c.set_board(board)
     path = scratch / "pyocd-fw.bin"
@@ -125,11 +126,10 @@ def _pyocd_client(data: bytes, scratch: Path, latency: float) -> Dict:
     try:
         port = relay.start()
         argv = c.pyocd_argv(f"remote:127.0.0.1:{port}", path)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(SITE_SCONS), os.environ.get("PYTHONPATH")])))
-        launcher = [sys.executable, "-c", "import sys; from scons_pyocd import sim; sim.register(); "
-                    "from pyocd.__main__ import PyOCDTool; sys.exit(PyOCDTool().run(sys.argv[1:]))"]
         start = time.perf_counter()
-        subprocess.run(launcher + argv[1:], cwd=scratch, env=env, capture_output=True, check=True, timeout=900)
+        # The environment's PYTHONPATH names site_scons (private_state), as for every process here.
+        subprocess.run([sys.executable, "-c", serve.LAUNCHER, *argv[1:]], cwd=scratch, capture_output=True,
+                       check=True, timeout=900)
         wall = time.perf_counter() - start
     finally:
         relay.stop()

@@ -27,16 +27,11 @@ from pathlib import Path
 
 from . import _contenders as c
 from .breakdown import breakdown, table
-from ._common import flash_image, private_state, synthetic_image, verdict, write_results
+from ._common import HALFWORD_S, chip_limit, flash_image, private_state, synthetic_image, verdict, write_results
 
 BOARD = "sim-bench"
-HALFWORD_S, ERASE_S = 52.5e-6, 20e-3
 SEED_OPENOCD_S = 2.361
 FULL = 128 * 1024
-
-
-def chip_limit(nbytes: int) -> float:
-    return (nbytes + 1) // 2 * HALFWORD_S + ERASE_S
 
 
 def main(quick: bool = False) -> dict:

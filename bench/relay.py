@@ -38,7 +38,6 @@ class Connection:
 
     def __init__(self) -> None:
         self.requests = 0
-        self.answers = 0
         self.round_trips = 0
         self.outstanding = 0
         self.names: dict = {}
@@ -75,10 +74,6 @@ class Relay:
     def port(self) -> int:
         return self._listener.getsockname()[1]
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
     def stop(self) -> None:
         self._stop.set()
         with self._lock:
@@ -97,20 +92,6 @@ class Relay:
         self.stop()
 
     # -- figures ------------------------------------------------------------------------
-    @property
-    def requests(self) -> int:
-        """Requests forwarded so far, every connection."""
-        return sum(c.requests for c in self.connections)
-
-    @property
-    def round_trips(self) -> int:
-        """Round trips so far, every connection."""
-        return sum(c.round_trips for c in self.connections)
-
-    def reset(self) -> None:
-        with self._lock:
-            self.connections = []
-
     def busiest(self) -> Connection:
         """The connection with the most requests (a flash's session, not a no-op's query)."""
         return max(self.connections, key=lambda c: c.requests, default=Connection())
@@ -174,7 +155,6 @@ class Relay:
                 if not requests:
                     count = data.count(b"\n")
                     with record.lock:
-                        record.answers += count
                         record.outstanding = max(0, record.outstanding - count)
                     sink.sendall(data)
                     continue

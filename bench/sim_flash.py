@@ -12,14 +12,9 @@ time of the simulation at most 10 s for 128 KiB on a 2-core machine.
 
 import time
 
-from ._common import nuttx_sized_image, private_state, synthetic_image, verdict, write_results
+from ._common import chip_limit, nuttx_sized_image, private_state, synthetic_image, verdict, write_results
 
-HALFWORD_S, ERASE_S = 52.5e-6, 20e-3
 SEED_OPENOCD_S = 2.361  # the founding scenario's measured OpenOCD run
-
-
-def chip_limit(nbytes: int) -> float:
-    return (nbytes + 1) // 2 * HALFWORD_S + ERASE_S
 
 
 def _quiet(fraction: float) -> None:

@@ -34,7 +34,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .errors import FlashError
 
@@ -186,15 +186,18 @@ def label(probe_id: str) -> str:
     return served.label if served is not None else f"probe {probe_id}"
 
 
+def request_line(rid: int, name: str, arguments: Sequence[Any] = ()) -> bytes:
+    """The protocol's request line for request ``name`` with id ``rid`` (``arguments`` only when
+    there are some), as pyOCD's TCP client writes it."""
+    message: Dict[str, Any] = {"id": rid, "request": name}
+    if arguments:
+        message["arguments"] = arguments
+    return json.dumps(message).encode() + b"\n"
+
+
 def requests(*lines: Tuple[str, List[Any]]) -> bytes:
     """The protocol's request lines for ``(name, arguments)`` pairs, ids from 0."""
-    out = []
-    for number, (name, arguments) in enumerate(lines):
-        message: Dict[str, Any] = {"id": number, "request": name}
-        if arguments:
-            message["arguments"] = arguments
-        out.append(json.dumps(message).encode() + b"\n")
-    return b"".join(out)
+    return b"".join(request_line(number, name, arguments) for number, (name, arguments) in enumerate(lines))
 
 
 def unreachable(address: Address, exc: OSError, timeout: float, probe: str) -> FlashError:

@@ -44,7 +44,7 @@ import json
 import socket
 import time
 import weakref
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Optional
 
 from pyocd.core import exceptions
 from pyocd.probe.tcp_client_probe import TCPClientProbe
@@ -238,10 +238,7 @@ class RemoteProbe(TCPClientProbe):
         with self._lock:
             try:
                 rid = self.request_id
-                message: Dict[str, Any] = {"id": rid, "request": request}
-                if args:
-                    message["arguments"] = args
-                line = json.dumps(message).encode() + b"\n"
+                line = remote.request_line(rid, request, args)
                 if request in PIPELINED:
                     self._socket.write(line)
                     self._pending.append((rid, request))
@@ -259,20 +256,28 @@ class RemoteProbe(TCPClientProbe):
                 raise
 
     def _answer(self, rid: int, request: str):
-        line = self._socket.readline()
-        try:
-            answer = json.loads(line)
-            status = answer["status"]
-            if answer.get("id") != rid:
-                raise ValueError(f"answer {answer.get('id')} to request {rid}")
-        except (ValueError, KeyError, TypeError) as exc:    # not the protocol: the stream is lost
-            self._socket.close()
-            raise ServerLost(f"{self.served.server} sent an answer that is not pyOCD's protocol ({exc})") from None
+        """Read the answer to request ``rid``: ``(result, None)``, or ``(None, the exception its
+        status stands for)``."""
+        answer = self._parse(self._socket.readline(), rid)
+        status = answer["status"]
         if status == 0:
             return answer.get("result"), None
         error = answer.get("error", "(no message)")
         return None, self.STATUS_CODE_CLASS_MAP.get(status, exceptions.ProbeError)(
             f"error received from server for command {request} (status code {status}): {error}")
+
+    def _parse(self, line: bytes, rid: int) -> dict:
+        """The answer ``line`` to request ``rid``, a JSON object with a status; anything else
+        closes the connection and raises ServerLost (the stream is lost)."""
+        try:
+            answer = json.loads(line)
+            answer["status"]    # KeyError without a status, TypeError when not a JSON object
+            if answer.get("id") != rid:
+                raise ValueError(f"answer {answer.get('id')} to request {rid}")
+        except (ValueError, KeyError, TypeError) as exc:    # not the protocol
+            self._socket.close()
+            raise ServerLost(f"{self.served.server} sent an answer that is not pyOCD's protocol ({exc})") from None
+        return answer
 
     def _drain(self, raise_first: bool = True) -> Optional[Exception]:
         """Read the answers of the writes sent without waiting; the first error is raised
@@ -308,7 +313,7 @@ class RemoteProbe(TCPClientProbe):
         told = stopping = False
         with self._lock:
             rid = self.request_id
-            self._socket.write(json.dumps({"id": rid, "request": "lock"}).encode() + b"\n")
+            self._socket.write(remote.request_line(rid, "lock"))
             while True:
                 try:
                     line = self._socket.readline(wait=0.5)
@@ -336,15 +341,11 @@ class RemoteProbe(TCPClientProbe):
                     self._socket.close()
                     raise self.lost
         try:
-            answer = json.loads(line)
-        except ValueError:
-            answer = {}
-        if answer.get("id") != rid:
-            detail = f"answer {answer.get('id')} to request {rid}"
-            self.lost = ServerLost(f"{self.served.server} sent an answer that is not pyOCD's protocol ({detail})")
-            self._socket.close()
-            raise self.lost
-        if answer.get("status") != 0:
+            answer = self._parse(line, rid)
+        except ServerLost as exc:
+            self.lost = exc
+            raise
+        if answer["status"] != 0:
             raise RemoteFailure(f"{self.served.server} refused to lock its probe {self.served.probe_id}: "
                                 f"{answer.get('error', 'no reason given')}")
         self._server_locked = True

@@ -21,8 +21,8 @@ def simulator_installed() -> bool:
     return importlib.util.find_spec("unicorn") is not None
 
 
-#: The environment switch that shows simulated boards in pyOCD's enumeration (the same name as
-#: :data:`scons_pyocd.sim.probe.LIST_ENV`; read here without importing the simulator).
+#: The environment switch that shows simulated boards in pyOCD's enumeration (set to 1, yes,
+#: true or on); :mod:`scons_pyocd.sim.probe` imports it and :func:`listing_enabled` from here.
 LIST_ENV = "SCONS_PYOCD_SIM_LIST"
 
 

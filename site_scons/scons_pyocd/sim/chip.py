@@ -108,7 +108,7 @@ class Chip:
     def __init__(self, board: BoardState):
         self.board = board
         self.identity = board.identity()
-        self.timing = Timing(board._read_json("timing.json") if (board.path / "timing.json").exists() else None)
+        self.timing = Timing.for_board(board)
         self.page_size = PAGE_SIZE
         self.sram_size = SRAM_SIZE
         self._flash_file = open(board.flash_path, "r+b")
@@ -125,9 +125,7 @@ class Chip:
         #: Called after each run of the core (the probe saves the counters then).
         self.on_core_stopped = None
         self.power = PowerState.ON
-        #: Device seconds per 16-bit unit of code at the current HCLK (kept by the RCC).
-        self.core_s_per_code_halfword = 0.0
-        self.rcc = ResetClockControl(self, on_clock_change=self._clock_changed)
+        self.rcc = ResetClockControl(self)
         self.crc = CrcUnit(self)
         #: Device time of the core's last run (resume to halt), in seconds.
         self.last_run_s = 0.0
@@ -155,9 +153,6 @@ class Chip:
         self._flash_file.close()
 
     # -- helpers --------------------------------------------------------------------------
-    def _clock_changed(self, hclk_hz: float) -> None:
-        self.core_s_per_code_halfword = self.timing.cycles_per_code_halfword / hclk_hz
-
     @property
     def hclk_hz(self) -> float:
         """The AHB clock the core runs at now (Hz), from the RCC's configuration."""
@@ -257,11 +252,12 @@ class Chip:
         self._write_register(base, value)
 
     def _peek_register(self, address: int) -> int:
-        """The stored value behind a register, without read side effects (for sub-word writes)."""
+        """The stored value behind a register, for sub-word writes (the RCC's read only carries out
+        a pending clock switch, which its write does first anyway)."""
         if address in (DHCSR,):
             return self.dhcsr_ctrl
         if RCC_BASE <= address < RCC_BASE + 0x400:
-            return self.rcc.peek(address - RCC_BASE)
+            return self.rcc.read(address - RCC_BASE)
         return self.ppb.get(address, self.peripherals.get(address, 0))
 
     def _decode_fault(self, address: int):

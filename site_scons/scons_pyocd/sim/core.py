@@ -151,7 +151,7 @@ class Core:
     def _charge(self, upto: int) -> None:
         if upto > self._block_charged:
             chip = self.chip
-            chip.now += (upto - self._block_charged) / 2 * chip.core_s_per_code_halfword
+            chip.now += (upto - self._block_charged) / 2 * chip.rcc.s_per_code_halfword
             self._block_charged = upto
             if chip.now >= chip.rcc.next_change_at:
                 chip.rcc.advance()  # a requested clock switch happens while the code runs

@@ -107,14 +107,8 @@ def run_firmware(board_id: str, max_instructions: int = 5_000_000, max_led_event
     board = BoardState(board_id)
     flash = board.read_flash()
     run = FirmwareRun(instructions_budget=max_instructions)
-    timing = Timing(board._read_json("timing.json") if (board.path / "timing.json").exists() else None)
-    clock = _Clock(timing)
-    s_per_halfword = [0.0]
-
-    def clock_changed(hclk_hz: float) -> None:
-        s_per_halfword[0] = timing.cycles_per_code_halfword / hclk_hz
-
-    rcc = ResetClockControl(clock, on_clock_change=clock_changed)
+    clock = _Clock(Timing.for_board(board))
+    rcc = ResetClockControl(clock)
     periph = _Peripherals(run, clock, rcc)
     ppb = {}
     uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)
@@ -135,7 +129,6 @@ def run_firmware(board_id: str, max_instructions: int = 5_000_000, max_led_event
     def mmio_read(uc_, offset, size, base):
         address = base + offset
         if base == 0x40000000 and periph.decoded(address):
-            rcc.advance()
             word = periph.read(address & ~3)
             return (word >> ((address & 3) * 8)) & ((1 << (8 * size)) - 1)
         if base == 0xE0000000:
@@ -158,7 +151,7 @@ def run_firmware(board_id: str, max_instructions: int = 5_000_000, max_led_event
     uc.mmio_map(0xE0000000, 0x100000, mmio_read, 0xE0000000, mmio_write, 0xE0000000)
 
     def on_block(uc_, address, size, user_data):
-        clock.now += size // 2 * s_per_halfword[0]
+        clock.now += size // 2 * rcc.s_per_code_halfword
         if clock.now >= rcc.next_change_at:
             rcc.advance()
 

@@ -32,6 +32,7 @@ from pyocd.board.board_ids import BoardInfo
 from pyocd.core import exceptions
 from pyocd.probe.debug_probe import DebugProbe
 
+from ..sim_plugin import LIST_ENV, PREFIX, listing_enabled  # noqa: F401  (LIST_ENV: kept as a name here)
 from .board import BoardState, COUNTER_NAMES, list_boards
 from .chip import Chip, PowerState
 from .dap import DapFault, DebugPort
@@ -40,14 +41,6 @@ from .fpec import PowerLost
 LOG = logging.getLogger(__name__)
 
 BOARD_INFO = BoardInfo(name="STM32VLDiscovery (simulated)", target="stm32f100rb", vendor="scons-pyocd")
-PREFIX = "sim-"
-#: Set to 1 (or yes/true/on) to have pyOCD's enumeration list the simulated boards.
-LIST_ENV = "SCONS_PYOCD_SIM_LIST"
-
-
-def listing_enabled() -> bool:
-    """Whether ``SCONS_PYOCD_SIM_LIST`` asks for simulated boards in pyOCD's enumeration."""
-    return os.environ.get(LIST_ENV, "").strip().lower() in ("1", "yes", "true", "on")
 
 
 class SimProbe(DebugProbe):

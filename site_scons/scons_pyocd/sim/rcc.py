@@ -85,13 +85,14 @@ PLL_OUT_HZ = (16_000_000, 24_000_000)
 
 
 class ResetClockControl:
-    """The RCC of one chip. ``chip`` supplies ``now`` (device seconds), ``timing`` and ``count``;
-    ``on_clock_change(hclk_hz)`` is called whenever HCLK changes (and once at construction)."""
+    """The RCC of one chip. ``chip`` supplies ``now`` (device seconds), ``timing`` and ``count``."""
 
-    def __init__(self, chip, on_clock_change=None):
+    def __init__(self, chip):
         self.chip = chip
-        self.on_clock_change = on_clock_change
         self.hclk_hz = 0.0
+        #: Device seconds per 16-bit unit of code at the current HCLK (``cycles_per_halfword_of_code``
+        #: / HCLK, see :mod:`.timing`): what the core charges for the code it runs.
+        self.s_per_code_halfword = 0.0
         self.reset()
 
     # -- state ----------------------------------------------------------------------
@@ -193,10 +194,9 @@ class ResetClockControl:
 
     def _notify(self) -> None:
         hclk = self.source_hz(self.sws) / self.ahb_divider()
-        changed = hclk != self.hclk_hz
-        self.hclk_hz = hclk
-        if self.on_clock_change is not None and changed:
-            self.on_clock_change(hclk)
+        if hclk != self.hclk_hz:
+            self.hclk_hz = hclk
+            self.s_per_code_halfword = self.chip.timing.cycles_per_code_halfword / hclk
 
     def _check_spec(self) -> None:
         problems = []
@@ -214,10 +214,6 @@ class ResetClockControl:
             LOG.warning("simulated STM32F100: clock out of the datasheet's range: %s", "; ".join(problems))
 
     # -- registers --------------------------------------------------------------------
-    def peek(self, offset: int) -> int:
-        """The value a read would return, without side effects (for sub-word writes)."""
-        return self.read(offset)
-
     def read(self, offset: int) -> int:
         """A word read at ``offset`` from 0x40021000."""
         self.advance()

@@ -79,17 +79,13 @@ def _pythonpath() -> str:
     return os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
 
 
-def start(board: str, port: int = 0, host: str = "127.0.0.1", timeout: float = 60.0,
-          detach: bool = False) -> Server:
+def start(board: str, port: int = 0, timeout: float = 60.0, detach: bool = False) -> Server:
     """Start a ``pyocd server`` for the simulated board ``board`` (which must exist: NoSuchBoard
-    otherwise) on ``host:port`` (port 0: any free port; the one chosen is ``.port``). Waits at
-    most ``timeout`` seconds for it to listen; a FlashError with its log otherwise."""
+    otherwise) on 127.0.0.1:``port`` (port 0: any free port; the one chosen is ``.port``). Waits
+    at most ``timeout`` seconds for it to listen; a FlashError with its log otherwise."""
     state = BoardState(board)
     log = state.path / "server.log"
     argv = [sys.executable, "-c", LAUNCHER, "server", "--no-config", "-u", board, "-p", str(port)]
-    if host not in ("127.0.0.1", "localhost"):
-        raise FlashError(f"scons-pyocd-sim serve listens on 127.0.0.1 only (pyOCD's server has no "
-                         f"authentication), not {host!r}.")
     env = dict(os.environ, PYTHONPATH=_pythonpath())
     with open(log, "wb") as out:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

@@ -68,6 +68,11 @@ class Timing:
         self.usb_roundtrip_s = values["usb_roundtrip_us"] * 1e-6
         self.swd_hz = values["default_swd_hz"]
 
+    @classmethod
+    def for_board(cls, board) -> "Timing":
+        """The timing of ``board`` (a :class:`.board.BoardState`): its ``timing.json`` over the defaults."""
+        return cls(board._read_json("timing.json") if (board.path / "timing.json").exists() else None)
+
     def transfer_s(self, count: int = 1) -> float:
         """Wire time of ``count`` SWD transfers at the current frequency."""
         return count * SWD_BITS_PER_TRANSFER / self.swd_hz
