@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from scons_project import ALIASES, FAST_FAIL, HANG, PAGE, Project, random_image, scons_command, without_progress
+from scons_project import (ALIASES, FAST_FAIL, HANG, PAGE, Project, killed_after, random_image, scons_command,
+                           without_progress)
 from scons_pyocd.images import Image
 from scons_pyocd.sim.board import FLASH_BASE, FLASH_SIZE
 
@@ -200,24 +201,26 @@ def start_flash(project, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def stop_when(project, proc, reached):
-    """Poll the board's counters until ``reached(counters)``, then freeze scons (SIGSTOP):
-    the point is checked on a process that cannot move on."""
+def start_paused_at(project, point):
+    """Start a flash that the simulated probe pauses at ``point`` (a pause fault and its count,
+    set before the flash starts); wait (bounded) until it has paused there, at its first
+    transfer past the count: the point is reached exactly, however busy the machine.
+    Returns (the scons process, the board's counters at the pause)."""
+    fault, count = point
+    project.board.set_fault(fault, count)
+    proc = start_flash(project)
     deadline = time.monotonic() + HANG          # a safety net, not a timing assertion
-    while True:
-        counters = project.board.counters()
-        if reached(counters):
-            os.killpg(proc.pid, signal.SIGSTOP)
-            return project.board.counters()
+    while not project.board.paused():
         assert proc.poll() is None, "scons ended before the point was reached:\n" + proc.stderr.read()
         assert time.monotonic() < deadline, "scons never reached the point"
-        time.sleep(0.002)
+        time.sleep(0.005)
+    return proc, project.board.counters()
 
 
 POINTS = {
-    "erasing": lambda base: lambda c: c["pages_erased"] - base["pages_erased"] >= 10,
-    "programming-early": lambda base: lambda c: c["halfwords_programmed"] - base["halfwords_programmed"] >= 10 * PAGE // 2,
-    "programming-late": lambda base: lambda c: c["halfwords_programmed"] - base["halfwords_programmed"] >= 48 * PAGE // 2,
+    "erasing": ("pause_after_pages_erased", 10),
+    "programming-early": ("pause_after_halfwords", 10 * PAGE // 2),
+    "programming-late": ("pause_after_halfwords", 48 * PAGE // 2),
 }
 
 
@@ -239,12 +242,14 @@ def big(tmp_path):
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
 def test_an_interrupted_or_killed_flash_at_any_point_recovers(big, signal_name, point):
     base = big.board.counters()
-    proc = start_flash(big)
-    at = stop_when(big, proc, POINTS[point](base))
+    proc, at = start_paused_at(big, POINTS[point])
+    fault, count = POINTS[point]
+    done = "halfwords_programmed" if fault == "pause_after_halfwords" else "pages_erased"
+    assert at[done] - base[done] >= count                       # the point was reached
     programmed = at["halfwords_programmed"] - base["halfwords_programmed"]
     assert programmed < BIG * PAGE // 2, "stopped mid-flash"
     os.killpg(proc.pid, getattr(signal, signal_name))
-    os.killpg(proc.pid, signal.SIGCONT)
+    big.board.resume()
     out, err = proc.communicate(timeout=HANG)
     assert proc.returncode != 0
     assert "Traceback" not in err
@@ -266,15 +271,15 @@ def test_a_killed_flash_releases_the_probe_to_the_process_waiting_for_it(big, tm
     other.data = random_image(8 * PAGE, seed=33)
     other.image(other.data, base=FLASH_BASE + 110 * PAGE)
     other.sconstruct(ALIASES)
-    base = big.board.counters()
-    holder = start_flash(big)
-    stop_when(big, holder, POINTS["programming-early"](base))
+    holder, _ = start_paused_at(big, POINTS["programming-early"])
     waiter = subprocess.Popen(scons_command() + ["-Q", "flash"], cwd=other.dir, env=dict(os.environ),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert waiter.stdout.readline().strip() == f"waiting for probe sim-rel held by pid {holder.pid}"
+    with killed_after(waiter):
+        assert waiter.stdout.readline().strip() == f"waiting for probe sim-rel held by pid {holder.pid}"
     assert waiter.poll() is None
     os.killpg(holder.pid, signal.SIGKILL)
     holder.wait(timeout=HANG)
+    big.board.resume()
     out, err = waiter.communicate(timeout=HANG)
     assert waiter.returncode == 0, err
     assert "flash stm32f100rb via sim-rel: " in out

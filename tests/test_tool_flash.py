@@ -416,13 +416,15 @@ def test_an_interrupted_flash_leaves_no_record_and_the_next_run_programs(tmp_pat
     data = random_image(100 * PAGE, seed=11)
     p.image(data)
     p.sconstruct(ALIASES)
+    p.board.set_fault("pause_after_halfwords", 1)      # the simulated probe pauses once programming began
     proc = subprocess.Popen(scons_command() + ["-Q", "flash"], cwd=p.dir, env=dict(os.environ),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + HANG
-    while p.board.counters()["halfwords_programmed"] == 0 and proc.poll() is None:
+    while not p.board.paused() and proc.poll() is None:
         assert time.monotonic() < deadline, "scons never started programming"
         time.sleep(0.005)
     os.killpg(proc.pid, getattr(signal, signal_name))
+    p.board.resume()
     _, err = proc.communicate(timeout=HANG)
     assert proc.returncode != 0
     assert 0 < p.board.counters()["halfwords_programmed"] < len(data) // 2, "interrupted mid-flash"

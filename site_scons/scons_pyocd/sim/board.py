@@ -43,6 +43,7 @@ import json
 import os
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
@@ -97,7 +98,14 @@ FAULTS = {
     "fault_after": "the target answers FAULT to every transfer after N transfers in one session",
     "power_loss_after_halfwords": "power is lost after N half-words programmed in one session, "
                                   "leaving the page half-programmed; the target then does not answer",
+    "pause_after_halfwords": "the probe stops at its first transfer after N half-words programmed in one "
+                             "session, its counters saved, until the board's 'paused' file is removed "
+                             "(for tests that interrupt a flash at a known point)",
+    "pause_after_pages_erased": "the same, after N pages erased in one session",
 }
+
+#: How long a paused probe waits at most for its 'paused' file to go (s): a safety net only.
+PAUSE_LIMIT_S = 3600
 
 #: The chip's 96-bit unique id (0x1FFFF7E8-0x1FFFF7F3) as hex digits in identity.json.
 UNIQUE_ID_HEX_DIGITS = 24
@@ -361,6 +369,26 @@ class BoardState:
 
     def clear_faults(self) -> None:
         self._write_json("faults.json", {})
+
+    # -- pausing a session (the pause_after_halfwords fault) -------------------------------
+    @property
+    def _pause_marker(self) -> Path:
+        return self.path / "paused"
+
+    def pause(self) -> None:
+        """Block the calling session until :meth:`resume` (or PAUSE_LIMIT_S): the probe side."""
+        self._pause_marker.write_text(str(os.getpid()))
+        deadline = time.monotonic() + PAUSE_LIMIT_S
+        while self._pause_marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def paused(self) -> bool:
+        """Whether a session of this board is paused (the test side)."""
+        return self._pause_marker.exists()
+
+    def resume(self) -> None:
+        """Let a paused session go on."""
+        self._pause_marker.unlink(missing_ok=True)
 
     def restore_factory(self, unique_id: Optional[str] = None) -> None:
         """Erased flash, default option bytes and identity, no faults, zero counters.

@@ -20,7 +20,10 @@ up as the exceptions a real probe raises:
 - ``disconnect_after``: :class:`ProbeDisconnected`, as when USB is unplugged;
 - ``hang_after``: :class:`TransferTimeoutError` (SWD WAIT, the target stopped answering);
 - ``fault_after``: :class:`TransferFaultError` (SWD FAULT);
-- ``power_loss_after_halfwords``: :class:`TransferError` (no ACK: the target is unpowered).
+- ``power_loss_after_halfwords``: :class:`TransferError` (no ACK: the target is unpowered);
+- ``pause_after_halfwords``, ``pause_after_pages_erased``: no error; the session stops at a
+  transfer, its counters saved, until the test resumes it (:meth:`BoardState.resume`), so that
+  it is interrupted at a known point.
 """
 
 import fcntl
@@ -249,6 +252,14 @@ class SimProbe(DebugProbe):
                 self.save_counters()
 
     def _check_injected_faults(self, is_ap: bool) -> None:
+        for name, done in (("pause_after_halfwords", self._chip.halfwords_this_session),
+                           ("pause_after_pages_erased", self._chip.counters.get("pages_erased", 0))):
+            limit = self._faults.get(name)
+            if limit is not None and done >= limit:
+                self._board.clear_fault(name)
+                self._faults.pop(name, None)
+                self.save_counters()
+                self._board.pause()
         if self._failing is not None:
             if is_ap:
                 raise self._failing
