@@ -263,6 +263,8 @@ def test_a_server_that_stops_answering_is_an_error_after_the_timeout(tmp_path, s
     out = result.stdout + result.stderr
     assert f"no answer from the pyocd server at 127.0.0.1:{server.port} within 1 s" in out, out
     assert "Traceback" not in out
+    assert BoardState("sim-h").counters()["connects"] == 0 and not holds("sim-h", p.data)
+    assert BoardRecord("sim-h").entries == []                      # nothing claimed
 
 
 def test_no_server_is_a_clear_error_without_usb_advice(tmp_path):

@@ -182,9 +182,11 @@ def test_scons_probes_with_no_server_at_the_address_is_an_error(tmp_path):
 
 def test_dry_run_up_to_date_line_through_a_probe_server_describes_the_record(served):
     served.run("flash")
+    before = served.board.counters()
     result = served.run("-n", "flash")
     assert result.stdout.startswith("flash is up to date (image fw.hex "), result.stdout
     assert "no valid record" not in result.stdout
+    assert served.board.counters() == before                       # the probe was not opened
 
 
 # -- 5. a terminal that reports no width --------------------------------------------------------
@@ -231,8 +233,10 @@ def test_the_record_does_not_call_a_completed_flash_unfinished(tmp_path):
     result = one.run("-n", "flash")
     assert "would flash" in result.stdout
     assert "started, not completed" not in result.stdout, result.stdout
+    assert f"record invalidated: page 0x08000000 holds other data (flash of {two.dir / 'fw.hex'})" \
+        in result.stdout, result.stdout
     _, delta = one.counters_after("flash")
-    assert delta["connects"] == 1
+    assert delta["connects"] == 1 and holds(one, random_image(4 * PAGE, seed=1))
 
 
 # -- 8. several boards in one SConstruct, and --probe -------------------------------------------

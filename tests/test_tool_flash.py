@@ -204,8 +204,11 @@ def test_verify_by_reading_back_finds_the_same_address(project):
     project.run("flash")
     address = FLASH_BASE + SIZE - 3                        # in the last page
     project.board.write_flash(address, b"\x00")
-    result = project.run("verify", "--verify=read", check=False)
+    result, delta = project.counters_after("verify", "--verify=read", check=False)
     assert f"at 0x{address:08X} the chip holds 0x00" in result.stderr
+    assert delta["pages_erased"] == delta["halfwords_programmed"] == 0      # verify writes nothing
+    assert not project.record_entry()["valid"]                               # nor trusts the record
+    assert project.board.read_flash(address, 1) == b"\x00"
 
 
 @pytest.mark.parametrize("fault,value", [
@@ -233,7 +236,8 @@ def test_a_failed_flash_leaves_no_record_and_the_next_run_programs(project, faul
 def test_a_write_protected_chip_fails_the_flash_and_leaves_no_record(project):
     # Write-protect pages 0-3: erasing them fails.
     project.board.set_write_protection([0])
-    result = project.run("flash", check=False)
+    result, delta = project.counters_after("flash", check=False)
+    assert delta["connects"] == 1 and delta["pages_erased"] == 0             # page 0 could not be erased
     assert "Traceback" not in result.stderr
     assert "not recorded as flashed" in result.stderr
     entry = project.record_entry()
@@ -363,8 +367,9 @@ def test_default_probe_is_the_only_one_attached_and_several_are_listed(project, 
 
 def test_unknown_probe_lists_the_attached_ones(project, monkeypatch):
     monkeypatch.setenv("SCONS_PYOCD_SIM_LIST", "1")
-    result = project.run("flash", "--probe=stlink-0042", check=False)
+    result, delta = project.counters_after("flash", "--probe=stlink-0042", check=False)
     assert "no probe matches PYOCD_PROBE='stlink-0042': attached probes are: sim-a" in result.stderr
+    assert delta["connects"] == 0
 
 
 def test_bad_option_values_are_refused_while_reading_the_sconstruct(project):
@@ -388,8 +393,10 @@ def test_parallel_builds_flash_two_boards_and_serialize_one(tmp_path):
     assert holds(p, data) and holds(q, data)
     assert p.board.read_flash(FLASH_BASE + 64 * PAGE, 4 * PAGE) == random_image(4 * PAGE, seed=5)
     assert p.board.counters()["connects"] == 2 and q.board.counters()["connects"] == 1
+    before = (p.board.counters(), q.board.counters())
     result = p.run("-j3", "flash")
-    assert "up to date" in result.stdout
+    assert result.stdout.count("flash is up to date (") == 3, result.stdout
+    assert (p.board.counters(), q.board.counters()) == before               # no probe opened
 
 
 def test_a_second_process_waits_for_the_probe_lock(project):

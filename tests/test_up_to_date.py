@@ -220,9 +220,11 @@ def test_a_record_with_wrong_field_types_is_no_record(project):
 def test_a_misplaced_state_directory_is_a_clear_error(project, tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
+    before = project.board.counters()
     result = project.run("flash", check=False, env={"SCONS_PYOCD_STATE_DIR": str(blocker)})
     assert f"state directory {blocker}: exists and is not a directory" in result.stderr
     assert "Traceback" not in result.stderr
+    assert project.board.counters() == before and not holds(project, project.data)    # nothing touched
 
 
 # -- randomized: whatever happens, a claim is true --------------------------------------------
